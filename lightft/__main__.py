@@ -1,0 +1,5 @@
+"""`python -m lightft` == `lightft`."""
+
+from lightft.cli.main import main
+
+main()

@@ -1,0 +1,243 @@
+"""Read and write Hugging Face-layout checkpoint folders (config.json + safetensors) for the core model.
+
+Loading builds the model on the `meta` device (no memory, no random init), reads each tensor once
+from the memory-mapped safetensors file in the dtype asked for, and assigns it in place. It ends
+with one report of missing / unexpected / mis-shaped keys; anything it cannot explain is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from lightft.config import ModelConfig
+from lightft.errors import LightftError
+from lightft.families import family_for
+from lightft.keymap import apply_transform
+from lightft.model import Transformer
+
+PathLike = Union[str, os.PathLike]
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+OPTIONAL_PARAMS = ("pooler.",)  # absent from some checkpoints (e.g. BertForMaskedLM); freshly initialised
+
+
+def parse_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise LightftError(f"dtype {dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise LightftError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LightftError(f"{path}: not valid JSON ({e}); re-export the file") from None
+    if not isinstance(data, dict):
+        raise LightftError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def read_model_config(model_dir: PathLike) -> ModelConfig:
+    """config.json -> ModelConfig through the family chosen by model_type/architectures."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise LightftError(f"{path}: model folder not found")
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise LightftError(f"{path}: missing config.json (a Hugging Face model folder needs config.json, "
+                           "model.safetensors and tokenizer.json)")
+    hf = read_json(cfg_path)
+    try:
+        return family_for(hf, str(cfg_path)).read_config(hf)
+    except (KeyError, TypeError) as e:
+        raise LightftError(f"{cfg_path}: malformed config ({e!r})") from None
+
+
+def weight_files(model_dir: PathLike) -> list[Path]:
+    """The safetensors file(s) of a folder: one file, or the shards named by the index."""
+    path = Path(model_dir)
+    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise LightftError(f"{index}: no 'weight_map' object; re-export the sharded checkpoint")
+        shards = sorted({path / name for name in weight_map.values()})
+        for shard in shards:
+            if not shard.is_file():
+                raise LightftError(f"{index}: names shard {shard.name} which is missing from {path}")
+        return shards
+    found = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
+    hint = " (pickled .bin weights are never loaded: convert them to safetensors)" if (path / "pytorch_model.bin").exists() else ""
+    raise LightftError(f"{path}: missing model.safetensors or model.safetensors.index.json{hint}; found: {found}")
+
+
+@dataclass
+class LoadReport:
+    """What happened to every key; `problems()` lists what could not be explained."""
+
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)  # "key: checkpoint (a, b) vs model (c, d)"
+    ignored: list[str] = field(default_factory=list)  # known keys we deliberately do not use
+    initialised: list[str] = field(default_factory=list)  # optional parameters absent from the file
+
+    def problems(self) -> list[str]:
+        out = [f"shape mismatch {m}" for m in self.mismatched]
+        out += [f"missing key {k}" for k in self.missing]
+        out += [f"unexpected key {k}" for k in self.unexpected]
+        return out
+
+    def summary(self) -> str:
+        return (f"loaded {self.loaded} tensors; ignored {len(self.ignored)}; freshly initialised "
+                f"{len(self.initialised)}; missing {len(self.missing)}; unexpected {len(self.unexpected)}; "
+                f"mismatched {len(self.mismatched)}")
+
+
+def _open(file: Path):
+    try:
+        return safe_open(str(file), framework="pt", device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LightftError(f"{file}: not a readable safetensors file ({e}); the file is truncated or corrupt, "
+                           "re-download or re-export it") from None
+
+
+def load_model(
+    model_dir: PathLike,
+    dtype: Union[str, torch.dtype, None] = "float32",
+    device: Union[str, torch.device] = "cpu",
+    strict: bool = True,
+) -> Transformer:
+    """Load a Hugging Face-layout folder into lightft's `Transformer`.
+
+    `strict=False` returns the model even when the report has problems (for `inspect`); the report
+    is attached as `model.load_report`, and where the weights came from as `model.source`.
+    """
+    model_dir = Path(model_dir)
+    cfg = read_model_config(model_dir)
+    family = family_for(cfg.hf_config)
+    files = weight_files(model_dir)
+    dtype = parse_dtype(dtype)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    expected = {k: v for k, v in model.state_dict(keep_vars=True).items()}
+    report, state, prefixes = LoadReport(), {}, set()
+    for file in files:
+        with _open(file) as f:
+            for key in f.keys():
+                mapped = family.KEY_MAP.to_lightft(key)
+                if mapped is None or mapped[0] not in expected:
+                    (report.ignored if family.KEY_MAP.is_ignored(key) else report.unexpected).append(key)
+                    continue
+                name, transform = mapped
+                if name == "lm_head.weight" and cfg.tie_embeddings:
+                    report.ignored.append(key)  # the tied head is the embedding; a saved copy adds nothing
+                    continue
+                try:
+                    tensor = apply_transform(f.get_tensor(key), transform)
+                except (SafetensorError, OSError, RuntimeError) as e:
+                    raise LightftError(f"{file}: tensor {key} cannot be read ({e}); the file is corrupt") from None
+                if tuple(tensor.shape) != tuple(expected[name].shape):
+                    report.mismatched.append(
+                        f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[name].shape)}")
+                    continue
+                prefixes.add(family.KEY_MAP.strip_prefix(key)[0])
+                state[name] = tensor.to(dtype=dtype) if tensor.is_floating_point() else tensor
+                report.loaded += 1
+    for name in expected:
+        if name in state or (name == "lm_head.weight" and cfg.tie_embeddings):
+            continue
+        if name.startswith(OPTIONAL_PARAMS):
+            report.initialised.append(name)
+        else:
+            report.missing.append(name)
+    if strict and report.problems():
+        shown = "; ".join(report.problems()[:3])
+        more = f" (+{len(report.problems()) - 3} more)" if len(report.problems()) > 3 else ""
+        raise LightftError(f"{model_dir}: checkpoint does not match its config.json: {shown}{more}")
+    model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    _materialise_rest(model, dtype)
+    model.reset_buffers()
+    model.to(device)
+    model.load_report = report
+    prefix = prefixes.pop() if len(prefixes) == 1 else ""
+    model.source = {"path": str(model_dir.resolve()), "family": cfg.family, "prefix": prefix,
+                    "model_type": cfg.hf_config.get("model_type"), "dtype": str(dtype).replace("torch.", "")}
+    return model
+
+
+def _materialise_rest(model: Transformer, dtype: torch.dtype) -> None:
+    """Give real storage to parameters the checkpoint did not hold (optional ones, or strict=False)."""
+    for module in model.modules():
+        for pname, p in list(module.named_parameters(recurse=False)):
+            if p.device.type == "meta":
+                fresh = torch.empty(p.shape, dtype=dtype)
+                torch.nn.init.normal_(fresh, std=0.02) if fresh.dim() > 1 else torch.nn.init.zeros_(fresh)
+                if pname == "weight" and isinstance(module, torch.nn.LayerNorm):
+                    torch.nn.init.ones_(fresh)
+                setattr(module, pname, torch.nn.Parameter(fresh, requires_grad=p.requires_grad))
+
+
+def hf_state_dict(model: Transformer, prefix: Optional[str] = None) -> dict[str, torch.Tensor]:
+    """The model's weights under the family's own checkpoint names and layouts (inverse key map).
+
+    `prefix` defaults to the one the weights were loaded with, so an export has the input's keys.
+    """
+    family = family_for(model.cfg.hf_config)
+    if prefix is None:
+        prefix = getattr(model, "source", {}).get("prefix", "")
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and model.cfg.tie_embeddings:
+            continue
+        mapped = family.KEY_MAP.to_checkpoint(name, prefix)
+        assert mapped is not None, f"no checkpoint name for {name}: extend the family's KEY_MAP"
+        key, transform = mapped
+        out[key] = apply_transform(tensor.detach(), transform).contiguous()
+    return out
+
+
+def save_checkpoint(model: Transformer, out_dir: PathLike, dtype: Union[str, torch.dtype, None] = None,
+                    prefix: Optional[str] = None) -> None:
+    """Write config.json + model.safetensors in the family's HF layout (atomically, via a temp file)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = hf_state_dict(model, prefix)
+    if dtype is not None:
+        target = parse_dtype(dtype)
+        state = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
+    hf = dict(model.cfg.hf_config)
+    any_float = next((v for v in state.values() if v.is_floating_point()), None)
+    if any_float is not None:
+        hf["torch_dtype"] = str(any_float.dtype).replace("torch.", "")
+        hf["dtype"] = hf["torch_dtype"]
+    write_atomic_json(out / "config.json", hf)
+    tmp = out / "model.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out / "model.safetensors")
+
+
+def write_atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,67 @@
+"""`lightft inspect DIR`: summarise a checkpoint folder and report anything wrong with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def summarise(model_dir: str) -> dict:
+    """Family, shape, parameter count, dtype, files and load problems of a model folder."""
+    from lightft.checkpoint import load_model, weight_files
+    from lightft.tokenizer import load_tokenizer
+
+    model = load_model(model_dir, strict=False)
+    cfg = model.cfg
+    path = Path(model_dir)
+    info = {
+        "path": str(path.resolve()),
+        "family": cfg.family,
+        "model_type": cfg.hf_config.get("model_type"),
+        "layers": cfg.num_layers,
+        "hidden_size": cfg.hidden_size,
+        "heads": cfg.num_heads,
+        "kv_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "intermediate_size": cfg.intermediate_size,
+        "vocab_size": cfg.vocab_size,
+        "max_positions": cfg.max_positions,
+        "position": cfg.position if not cfg.rope_scaling else f"rope ({cfg.rope_scaling.get('rope_type', cfg.rope_scaling.get('type'))})",
+        "tied_embeddings": cfg.tie_embeddings,
+        "parameters": model.num_parameters(),
+        "dtype": str(cfg.hf_config.get("torch_dtype") or cfg.hf_config.get("dtype") or "float32"),
+        "files": sorted(p.name for p in path.iterdir() if p.is_file()),
+        "weight_files": [p.name for p in weight_files(path)],
+        "problems": model.load_report.problems(),
+    }
+    try:
+        tok = load_tokenizer(model_dir)
+        info["tokenizer_vocab"] = tok.vocab_size
+        info["special_tokens"] = {k: v for k, v in tok.tokens.items() if v}
+        info["chat_template"] = bool(tok.chat_template)
+    except Exception as e:  # a tokenizer problem is reported, not fatal, for inspect
+        info["problems"].append(str(e))
+    return info
+
+
+@click.command("inspect")
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def command(model_dir: str, as_json: bool) -> None:
+    """Summarise a checkpoint: family, layers, hidden size, heads, vocab, parameters, dtype, files.
+
+    \b
+    Examples:
+      lightft inspect path/to/minilm
+      lightft inspect runs/smollm2 --json
+    """
+    info = summarise(model_dir)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if key == "problems":
+            value = "none" if not value else "; ".join(value)
+        click.echo(f"{key:>18}: {value}")

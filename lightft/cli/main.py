@@ -1,0 +1,68 @@
+"""`lightft` entry point: the click group, lazy command registration and one-line error reporting.
+
+Commands live in their own modules (`lightft/cli/<name>.py`, each exposing `command`) and are
+imported only when invoked, so `lightft --help` stays fast and a broken optional dependency only
+affects its own command.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from lightft import __version__
+from lightft.errors import LightftError
+
+# command name -> module under lightft.cli that defines `command`
+COMMANDS = {
+    "inspect": "inspect_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name not in COMMANDS:
+            return None
+        return importlib.import_module(f"lightft.cli.{COMMANDS[name]}").command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lightft")
+def cli() -> None:
+    """lightft: fine-tune BERT, GPT-2 and Llama-family models with your own small trainer.
+
+    \b
+    Examples:
+      lightft inspect path/to/model
+      lightft convert gguf model.gguf out/model
+      lightft train classify --model path/to/model --train train.csv --out runs/sst2
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="lightft", standalone_mode=False)
+    except LightftError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
