@@ -18,6 +18,9 @@ from lightft.errors import LightftError
 # command name -> module under lightft.cli that defines `command`
 COMMANDS = {
     "inspect": "inspect_cmd",
+    "train": "train",
+    "eval": "evaluate",
+    "predict": "predict",
 }
 
 

@@ -1,0 +1,30 @@
+"""`lightft train TASK`: fine-tune a model on a dataset into a run folder."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from lightft.cli.options import option_decorators, resolve_options
+from lightft.tasks import TASKS
+
+
+@click.command("train")
+@click.argument("task", type=click.Choice(sorted(TASKS)))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML or TOML file with option keys; flags win.")
+@option_decorators()
+def command(task: str, config_file: str | None, **values) -> None:
+    """Fine-tune MODEL on TRAIN for TASK, writing checkpoints, logs and metrics to OUT.
+
+    \b
+    Examples:
+      lightft train classify --model minilm --train sst2/train.tsv --val sst2/validation.tsv --out runs/sst2
+      lightft train classify --model minilm --train reviews.csv --full --epochs 2 --lr 3e-5 --out runs/full
+      lightft train classify --config recipe.toml --resume
+    """
+    from lightft.train.run import train
+
+    opts = resolve_options(values, config_file)
+    metrics = train(task, opts)
+    click.echo(json.dumps(metrics))

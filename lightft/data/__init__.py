@@ -1,0 +1,1 @@
+"""Dataset readers and one LightningDataModule per dataset format (see DESIGN.md §5)."""

@@ -1,0 +1,205 @@
+"""The LightningDataModule every dataset format builds on: read -> tokenise (cached) -> split -> batches.
+
+A format's subclass implements two methods:
+  `build_examples(path, split)` -> (examples, stats): read the file and tokenise each record into a
+      dict of ints / lists of ints (plus any strings post-processing needs);
+  `collate(examples)` -> batch dict of tensors (dynamic padding helpers below).
+This base does the rest: caching, a seeded validation split, length-grouped batches, and reporting
+of over-long examples. Tokenisation happens in `prepare_data` (once, on rank 0 of each node) and
+`setup` reads the cache, so multi-process runs never tokenise twice.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from lightft.data.cache import Example, maybe_cached
+from lightft.errors import LightftError
+from lightft.options import Options
+from lightft.tokenizer import Tokenizer
+
+
+def pad_sequences(seqs: list[list[int]], value: int, multiple_of: int = 1) -> torch.Tensor:
+    """(B, T_max) tensor, right-padded with `value`; T_max rounded up to `multiple_of`."""
+    longest = max((len(s) for s in seqs), default=0)
+    longest = int(math.ceil(longest / multiple_of) * multiple_of) if longest else 0
+    out = torch.full((len(seqs), longest), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out
+
+
+def attention_mask_for(seqs: list[list[int]], width: int) -> torch.Tensor:
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        mask[i, : len(s)] = 1
+    return mask
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Shuffle, then sort within windows of 50 batches by length so each batch pads little.
+
+    The batch order is shuffled again so training does not see lengths in a ramp.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        window = self.batch_size * 50
+        batches = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start : start + window], key=lambda i: -self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=g).tolist():
+            yield from batches[b]
+
+
+class TaskDataModule(L.LightningDataModule):
+    """Base DataModule; see the module docstring for what a format implements."""
+
+    task = "base"
+    length_key = "input_ids"
+
+    def __init__(self, tokenizer: Tokenizer, opts: Options, train_file: Optional[str] = None,
+                 val_file: Optional[str] = None, eval_file: Optional[str] = None):
+        super().__init__()
+        self.tokenizer, self.opts = tokenizer, opts
+        self.files = {"train": train_file, "val": val_file, "eval": eval_file}
+        self.datasets: dict[str, list[Example]] = {}
+        self.stats: dict[str, dict[str, Any]] = {}
+
+    # --- what a format implements -------------------------------------------------------------
+    def build_examples(self, path: str, split: str) -> tuple[list[Example], dict[str, Any]]:
+        raise NotImplementedError
+
+    def collate(self, examples: list[Example]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def task_args(self) -> dict[str, Any]:
+        """What the task module needs from the data after `setup` (e.g. label names)."""
+        return {}
+
+    @classmethod
+    def eval_args(cls, task_state: dict[str, Any]) -> dict[str, Any]:
+        """Constructor kwargs that rebuild this DataModule for a trained run (e.g. its label names)."""
+        return {}
+
+    def cache_options(self) -> dict[str, Any]:
+        """Options that change tokenisation; subclasses add their own."""
+        o = self.opts
+        return {"task": self.task, "max_length": o.max_length, "overlong": o.overlong,
+                "tokenizer": self.tokenizer.source, "vocab": self.tokenizer.vocab_size}
+
+    # --- shared machinery ---------------------------------------------------------------------
+    def source_files(self, path: str) -> list[Path]:
+        p = Path(path)
+        if p.is_dir():
+            return sorted(q for q in p.rglob("*") if q.is_file())
+        if not p.is_file():
+            raise LightftError(f"{p}: data file not found")
+        return [p]
+
+    def load(self, split: str) -> list[Example]:
+        """Tokenised examples of one split (from the cache when the inputs did not change)."""
+        path = self.files[split]
+        assert path is not None
+        tok_file = Path(self.tokenizer.source) / "tokenizer.json"
+        files = self.source_files(path) + ([tok_file] if tok_file.is_file() else [])
+        examples, stats, _ = maybe_cached(self.opts.cache, files, {**self.cache_options(), "split": split},
+                                          lambda: self.build_examples(path, split))
+        self.stats[split] = stats
+        return examples
+
+    def prepare_data(self) -> None:
+        for split, path in self.files.items():
+            if path is not None:
+                self.load(split)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.datasets:
+            return
+        for split, path in self.files.items():
+            if path is not None:
+                self.datasets[split] = self.load(split)
+        if "train" in self.datasets and "val" not in self.datasets and self.opts.val_fraction > 0:
+            self.datasets["train"], self.datasets["val"] = self.split(self.datasets["train"])
+        if self.opts.limit_train and "train" in self.datasets:
+            self.datasets["train"] = self.datasets["train"][: self.opts.limit_train]
+        for split in ("val", "eval"):
+            if self.opts.limit_val and split in self.datasets:
+                self.datasets[split] = self.datasets[split][: self.opts.limit_val]
+        for split, data in self.datasets.items():
+            if not data:
+                raise LightftError(f"{self.files.get(split) or self.files['train']}: no usable examples for {split}")
+        self.report()
+
+    def split(self, examples: list[Example]) -> tuple[list[Example], list[Example]]:
+        """Seeded hold-out of `val_fraction` of the training examples."""
+        g = torch.Generator().manual_seed(self.opts.seed)
+        order = torch.randperm(len(examples), generator=g).tolist()
+        n_val = max(1, int(len(examples) * self.opts.val_fraction))
+        if n_val >= len(examples):
+            raise LightftError(f"{self.files['train']}: too few examples ({len(examples)}) to hold out "
+                               "a validation split; pass --val or lower --val-fraction")
+        return [examples[i] for i in order[n_val:]], [examples[i] for i in order[:n_val]]
+
+    def report(self) -> None:
+        """One line per split: counts, and how many examples were over --max-length (never silent)."""
+        for split, stats in self.stats.items():
+            parts = [f"{k}={v}" for k, v in stats.items() if not isinstance(v, (list, dict))]
+            print(f"[data] {split}: {len(self.datasets.get(split, []))} examples; {' '.join(parts)}", file=sys.stderr)
+
+    def handle_overlong(self, path: str, line: int, ids: list, stats: dict[str, Any]) -> Optional[int]:
+        """Apply --overlong to one example; returns the length to keep, or None to drop it."""
+        limit = self.opts.max_length
+        if len(ids) <= limit:
+            return len(ids)
+        stats["overlong"] = stats.get("overlong", 0) + 1
+        if self.opts.overlong == "error":
+            raise LightftError(f"{path}:{line}: example has {len(ids)} tokens, over --max-length {limit}; "
+                               "raise --max-length or use --overlong truncate|drop")
+        if self.opts.overlong == "drop":
+            stats["dropped"] = stats.get("dropped", 0) + 1
+            return None
+        stats["truncated"] = stats.get("truncated", 0) + 1
+        return limit
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        data = self.datasets[split]
+        bs = self.opts.batch_size if train else (self.opts.eval_batch_size or 2 * self.opts.batch_size)
+        kwargs: dict[str, Any] = {}
+        if train and self.opts.group_by_length:
+            kwargs["sampler"] = LengthGroupedSampler([len(e[self.length_key]) for e in data], bs, self.opts.seed)
+        elif train:
+            kwargs["shuffle"] = True
+            kwargs["generator"] = torch.Generator().manual_seed(self.opts.seed)
+        return DataLoader(data, batch_size=bs, collate_fn=self.collate, num_workers=self.opts.num_workers,
+                          persistent_workers=self.opts.num_workers > 0, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("eval", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("eval", train=False)

@@ -1,0 +1,141 @@
+"""Every user-settable training/eval option in one dataclass: the single source of CLI flags and config keys.
+
+`lightft train` turns each field into a `--flag` (help text from the field's metadata), `--config`
+files (YAML/TOML) may set the same keys, and the resolved values are saved in the run folder.
+Adding an option = adding a field here; nothing else needs to know the list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from lightft.errors import LightftError
+
+
+def opt(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class Options:
+    # --- what to train on -------------------------------------------------------------------
+    model: Optional[str] = opt(None, "Base model folder (HF layout) or an earlier run folder.")
+    train: Optional[str] = opt(None, "Training data file (or folder for lm).")
+    val: Optional[str] = opt(None, "Validation data file; without it a seeded --val-fraction of --train is held out.")
+    out: Optional[str] = opt(None, "Run folder to create (or continue with --resume).")
+    init: Optional[str] = opt(None, "Start from an earlier run's weights (backbone and, when shapes fit, head).")
+    resume: bool = opt(False, "Continue the run in --out from its last checkpoint.")
+    overwrite: bool = opt(False, "Replace an existing run folder at --out.")
+    # --- adapter / what is trainable ----------------------------------------------------------
+    lora: bool = opt(True, "Train LoRA adapters (--lora) or all weights (--full).", flag_pair="full")
+    lora_r: int = opt(8, "LoRA rank r.")
+    lora_alpha: float = opt(16.0, "LoRA alpha; the update is scaled by alpha / r.")
+    lora_dropout: float = opt(0.05, "Dropout on the LoRA input.")
+    lora_targets: str = opt("attn", "Comma list of q,k,v,o,gate,up,down or groups attn, mlp, all-linear.")
+    rslora: bool = opt(False, "Scale LoRA by alpha / sqrt(r) (rsLoRA).")
+    freeze: str = opt("none", "Extra freezing: none | embeddings | backbone (train the head only).",
+                      choices=("none", "embeddings", "backbone"))
+    # --- optimisation -------------------------------------------------------------------------
+    epochs: int = opt(3, "Number of passes over the training data.")
+    max_steps: int = opt(-1, "Stop after this many optimiser steps (-1: no limit).")
+    batch_size: int = opt(16, "Examples per micro-batch (per device).")
+    eval_batch_size: Optional[int] = opt(None, "Batch size for evaluation (default: 2 x --batch-size).")
+    grad_accum: int = opt(1, "Micro-batches accumulated per optimiser step.")
+    lr: Optional[float] = opt(None, "Peak learning rate (default 2e-4 with LoRA, 5e-5 full).")
+    head_lr: Optional[float] = opt(None, "Learning rate of the freshly initialised task head (default: --lr).")
+    weight_decay: float = opt(0.01, "AdamW weight decay (never applied to norms and biases).")
+    warmup: float = opt(0.06, "Warm-up: a fraction of all steps (< 1) or a number of steps (>= 1).")
+    schedule: str = opt("linear", "Decay after warm-up: linear | cosine | constant.",
+                        choices=("linear", "cosine", "constant"))
+    grad_clip: float = opt(1.0, "Clip the gradient norm to this value (0: off).")
+    max_length: int = opt(256, "Maximum tokens per example; longer ones are counted and reported.")
+    overlong: str = opt("truncate", "What to do with examples over --max-length: truncate | drop | error "
+                        "(always counted and reported).", choices=("truncate", "drop", "error"))
+    seed: int = opt(42, "Seed for initialisation, shuffling and splits.")
+    # --- data ---------------------------------------------------------------------------------
+    format: Optional[str] = opt(None, "Data format when the extension does not say (csv, tsv, jsonl, json, conll, txt).")
+    text_column: str = opt("text", "Column / field holding the text.")
+    pair_column: Optional[str] = opt(None, "Column holding the second text of a pair (classify).")
+    label_column: str = opt("label", "Column / field holding the label.")
+    val_fraction: float = opt(0.1, "Share of --train held out for validation when --val is not given.")
+    group_by_length: bool = opt(False, "Batch examples of similar length together (less padding).")
+    num_workers: int = opt(0, "DataLoader worker processes.")
+    cache: bool = opt(True, "Cache tokenised data under $LIGHTFT_CACHE (default ~/.cache/lightft).")
+    limit_train: Optional[int] = opt(None, "Use only the first N training examples (quick experiments).")
+    limit_val: Optional[int] = opt(None, "Use only the first N validation examples.")
+    # --- task heads ---------------------------------------------------------------------------
+    pooling: str = opt("auto", "Sequence pooling: auto | cls | pooler | mean | last (auto: pooler/cls for "
+                       "encoders, last token for decoders).", choices=("auto", "cls", "pooler", "mean", "last"))
+    classifier_dropout: float = opt(0.1, "Dropout before the classification head.")
+    # --- hardware / Lightning -----------------------------------------------------------------
+    precision: str = opt("32-true", "Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed.")
+    dtype: str = opt("float32", "dtype the base weights are loaded in (float32 | bfloat16 | float16).")
+    accelerator: str = opt("auto", "cpu | gpu | auto.")
+    devices: str = opt("auto", "Devices per node: a number, a list, or auto.")
+    num_nodes: int = opt(1, "Number of nodes.")
+    strategy: str = opt("auto", "auto | ddp | fsdp | deepspeed ... (passed to Lightning).")
+    threads: Optional[int] = opt(None, "torch CPU threads (default: torch's choice).")
+    val_every: Optional[int] = opt(None, "Validate every N optimiser steps (default: once per epoch).")
+    checkpoint_every: Optional[int] = opt(None, "Also save a checkpoint every N optimiser steps.")
+    log_every: int = opt(10, "Log loss / lr / tokens per second every N steps.")
+    compile: bool = opt(False, "torch.compile the backbone.")
+    grad_checkpointing: bool = opt(False, "Recompute activations in the backward pass (less memory).")
+    progress: bool = opt(True, "Show a progress bar.")
+
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else (2e-4 if self.lora else 5e-5)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "options") -> "Options":
+        names = set(cls.field_names())
+        clean = {}
+        for key, value in data.items():
+            k = key.replace("-", "_")
+            if k not in names:
+                raise LightftError(f"{source}: unknown key {key!r}; valid keys: {', '.join(sorted(names))}")
+            clean[k] = value
+        return cls(**clean)
+
+
+def read_config_file(path: Union[str, os.PathLike]) -> dict[str, Any]:
+    """A YAML or TOML file of option keys. Only plain values are read (yaml.safe_load): no code, no objects."""
+    p = Path(path)
+    if not p.is_file():
+        raise LightftError(f"{p}: config file not found")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise LightftError(f"{p}: malformed TOML ({e})") from None
+    elif p.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise LightftError(f"{p}: YAML configs need pyyaml (pip install pyyaml), or use TOML") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise LightftError(f"{p}: malformed YAML ({str(e).splitlines()[0]})") from None
+    else:
+        raise LightftError(f"{p}: config files must end in .toml, .yaml or .yml")
+    if not isinstance(data, dict):
+        raise LightftError(f"{p}: expected a mapping of option keys at the top level")
+    Options.from_dict(data, str(p))  # validate keys early
+    base = p.parent
+    for key in ("train", "val", "model", "out", "init"):  # relative paths are relative to the config file
+        if isinstance(data.get(key), str) and not os.path.isabs(data[key]):
+            data[key] = str(base / data[key])
+    return data

@@ -1,0 +1,71 @@
+"""Sequence classification: pooled backbone output -> dropout -> linear; cross-entropy; accuracy and macro-F1."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from lightft.train.module import TaskModule, pool
+
+
+class ClassificationHead(nn.Module):
+    def __init__(self, hidden: int, num_labels: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, num_labels)
+        nn.init.normal_(self.out.weight, std=0.02)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(pooled))
+
+
+class ClassificationModule(TaskModule):
+    task = "classify"
+    monitor, monitor_mode = "val_accuracy", "max"
+
+    def build_head(self, label_names: list[str], pooling: Optional[str] = None) -> nn.Module:
+        cfg = self.backbone.cfg
+        pooling = pooling or self.opts.pooling
+        if pooling == "auto":
+            pooling = "last" if cfg.causal else ("pooler" if cfg.pooler else "cls")
+        self.pooling = pooling
+        self.task_args["pooling"] = pooling
+        n = len(label_names)
+        self.metrics = nn.ModuleDict({
+            stage: MetricCollection({"accuracy": MulticlassAccuracy(n, average="micro"),
+                                     "macro_f1": MulticlassF1Score(n, average="macro")})
+            for stage in ("val", "test")
+        })
+        return ClassificationHead(cfg.hidden_size, n, self.opts.classifier_dropout)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        out = self.backbone(batch["input_ids"], attention_mask=batch["attention_mask"],
+                            token_type_ids=batch.get("token_type_ids"), return_logits=False)
+        pooled = pool(out.hidden_states, batch["attention_mask"], self.pooling, out.pooled)
+        return {"logits": self.head(pooled)}
+
+    def loss(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(out["logits"].float(), batch["labels"], ignore_index=-100)
+
+    def update_metrics(self, stage: str, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> None:
+        keep = batch["labels"] != -100
+        if keep.any():
+            self.metrics[stage].update(out["logits"][keep].float(), batch["labels"][keep])
+
+    def metrics_for(self, stage: str) -> dict[str, float]:
+        values = {k: v for k, v in self.metrics[stage].compute().items()}
+        self.metrics[stage].reset()
+        return values
+
+    def predict_records(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        probs = out["logits"].float().softmax(-1)
+        names = self.task_args["label_names"]
+        return [{"line": int(line), "label": names[int(p.argmax())],
+                 "probabilities": {n: round(float(x), 6) for n, x in zip(names, p)}}
+                for line, p in zip(batch["line"], probs)]

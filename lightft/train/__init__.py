@@ -1,0 +1,1 @@
+"""Training machinery shared by every task: optimiser/schedule, the base LightningModule, run folders."""

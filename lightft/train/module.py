@@ -1,0 +1,156 @@
+"""The base LightningModule: a backbone `Transformer` + a small task head + loss + optimiser.
+
+A task subclass implements `build_head`, `forward(batch) -> dict`, `loss(batch, out)`, and
+`update_metrics` / `metrics_for` (torchmetrics, synchronised across ranks by Lightning). This
+base owns what every task shares: LoRA/freezing of the backbone, one `_shared_step` for train /
+val / test, logging, the optimiser, and checkpoints that hold only what training changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from torch import nn
+
+from lightft.model import Transformer
+from lightft.options import Options
+from lightft.train.optim import build_optimizer
+
+
+def prepare_backbone(backbone: Transformer, opts: Options) -> Transformer:
+    """Apply LoRA or full fine-tuning, then the extra freezing options, to the backbone in place."""
+    from lightft.lora import apply_lora, mark_trainable
+
+    if opts.lora:
+        apply_lora(backbone, opts.lora_targets, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout,
+                   rslora=opts.rslora)
+    mode = "head" if opts.freeze == "backbone" else ("lora" if opts.lora else "full")
+    mark_trainable(backbone, mode, freeze_embeddings=opts.freeze == "embeddings")
+    if opts.grad_checkpointing:
+        backbone.gradient_checkpointing = True
+    return backbone
+
+
+class TaskModule(L.LightningModule):
+    """See the module docstring. `head` holds every task-specific parameter (always trainable)."""
+
+    task = "base"
+    monitor = "val_loss"  # metric that picks the best checkpoint
+    monitor_mode = "min"
+
+    def __init__(self, backbone: Transformer, opts: Options, **task_args: Any):
+        super().__init__()
+        self.backbone, self.opts, self.task_args = backbone, opts, task_args
+        self.head = self.build_head(**task_args)
+        self.strict_loading = False  # our checkpoints hold trainable tensors only (see on_save_checkpoint)
+
+    # --- what a task implements ---------------------------------------------------------------
+    def build_head(self, **task_args: Any) -> nn.Module:
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update_metrics(self, stage: str, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> None:
+        """Accumulate metric state for a val/test batch (default: loss only)."""
+
+    def metrics_for(self, stage: str) -> dict[str, float]:
+        """Compute and reset the epoch's metrics for `stage` (default: none besides the loss)."""
+        return {}
+
+    def predict_records(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def task_state(self) -> dict[str, Any]:
+        """What run.json must remember to rebuild this module (label names, templates...)."""
+        return dict(self.task_args)
+
+    # --- shared steps -------------------------------------------------------------------------
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        out = self(batch)
+        loss = self.loss(batch, out)
+        bs = batch["input_ids"].shape[0]
+        if stage == "train":
+            self.log("train_loss", loss, prog_bar=True, batch_size=bs)
+        else:
+            self.log(f"{stage}_loss", loss, prog_bar=stage == "val", sync_dist=True, batch_size=bs)
+            self.update_metrics(stage, batch, out)
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self._shared_step(batch, "train")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at step {self.global_step}; lower --lr or use --precision 32-true "
+                "(the last good checkpoint is kept)")
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        return self.predict_records(batch, self(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        for name, value in self.metrics_for("val").items():
+            self.log(f"val_{name}", value, prog_bar=name in ("accuracy", "f1"), sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        for name, value in self.metrics_for("test").items():
+            self.log(f"test_{name}", value, sync_dist=True)
+
+    # --- optimiser and checkpoints ------------------------------------------------------------
+    def configure_optimizers(self):
+        steps = int(self.trainer.estimated_stepping_batches)
+        return build_optimizer(self, self.opts, max(1, steps), head_names={"head"})
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only the tensors training changes (LoRA factors + head, or everything under --full)."""
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in trainable}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = self.trainable_state_dict()
+        checkpoint["lightft"] = {"task": self.task, "task_state": self.task_state(), "options": self.opts.to_dict()}
+
+    def load_trainable(self, state: dict[str, torch.Tensor], source: str = "") -> None:
+        """Load a trainable-only state dict; every key must exist here with the same shape."""
+        from lightft.errors import LightftError
+
+        own = self.state_dict()
+        for key, tensor in state.items():
+            if key not in own:
+                raise LightftError(f"{source}: weight {key} does not fit this model (was it trained with other "
+                                   "--lora-targets or another base model?)")
+            if own[key].shape != tensor.shape:
+                raise LightftError(f"{source}: weight {key} has shape {tuple(tensor.shape)}, the model expects "
+                                   f"{tuple(own[key].shape)}")
+        self.load_state_dict(state, strict=False)
+
+    def real_tokens(self, batch: dict[str, Any]) -> int:
+        mask = batch.get("attention_mask")
+        return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooled: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, T, H) -> (B, H): BERT pooler output, the first ([CLS]) token, the masked mean, or the last real token."""
+    if how == "pooler":
+        assert pooled is not None, "pooling 'pooler' needs a backbone with a pooler"
+        return pooled
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+    if how == "last":
+        last = mask.long().sum(1) - 1  # right padding: index of the last real token
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last.clamp(min=0)]
+    raise AssertionError(f"unknown pooling {how}")
