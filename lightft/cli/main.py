@@ -8,6 +8,7 @@ affects its own command.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 import click
@@ -47,8 +48,17 @@ def cli() -> None:
     """
 
 
+class _DropAdverts(logging.Filter):
+    """Lightning logs a sign-up tip for a cloud logger on every Trainer; it is noise in a CLI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch"):
+        logging.getLogger(name).addFilter(_DropAdverts())
     try:
         cli.main(args=argv, prog_name="lightft", standalone_mode=False)
     except LightftError as e:
