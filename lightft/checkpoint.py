@@ -158,7 +158,8 @@ def load_model(
                     report.mismatched.append(
                         f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[name].shape)}")
                     continue
-                prefixes.add(family.KEY_MAP.strip_prefix(key)[0])
+                if not name.startswith("lm_head."):  # HF keeps the head outside the base model's prefix
+                    prefixes.add(family.KEY_MAP.strip_prefix(key)[0])
                 state[name] = tensor.to(dtype=dtype) if tensor.is_floating_point() else tensor
                 report.loaded += 1
     for name in expected:

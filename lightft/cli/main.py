@@ -18,6 +18,7 @@ from lightft.errors import LightftError
 
 # command name -> module under lightft.cli that defines `command`
 COMMANDS = {
+    "convert": "convert",
     "inspect": "inspect_cmd",
     "train": "train",
     "eval": "evaluate",
