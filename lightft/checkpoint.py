@@ -127,6 +127,8 @@ def load_model(
 ) -> Transformer:
     """Load a Hugging Face-layout folder into lightft's `Transformer`.
 
+    The model comes back in eval mode (dropout off), as `transformers` does, so inference right after
+    loading is deterministic; Lightning switches it to train mode for fitting.
     `strict=False` returns the model even when the report has problems (for `inspect`); the report
     is attached as `model.load_report`, and where the weights came from as `model.source`.
     """
@@ -178,6 +180,7 @@ def load_model(
     _materialise_rest(model, dtype)
     model.reset_buffers()
     model.to(device)
+    model.eval()
     model.load_report = report
     prefix = prefixes.pop() if len(prefixes) == 1 else ""
     model.source = {"path": str(model_dir.resolve()), "family": cfg.family, "prefix": prefix,
