@@ -57,7 +57,8 @@ def open_gguf(path: PathLike):
     try:
         return GGUFReader(str(path))
     except Exception as e:  # the reader raises ValueError/struct errors/OSError on bad files
-        raise LightftError(f"{path}: not a readable GGUF file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LightftError(f"{path}: not a readable GGUF file ({reason})") from None
 
 
 def metadata(reader) -> dict[str, Any]:

@@ -109,8 +109,8 @@ def tokenizer_files(meta: dict[str, Any], source: Path) -> dict[str, dict[str, A
         template = f"{template} {eos}"
     if template != "$A":  # so that `transformers` and plain `tokenizers` add them as llama.cpp would
         ids = [(t, tokens.index(t)) for t in {bos if add_bos else None, eos if add_eos else None} if t]
-        tok.post_processor = processors.TemplateProcessing(single=template, pair=f"{template} {template.replace('$A', '$B')}",
-                                                           special_tokens=ids)
+        pair = f"{template} {template.replace('$A', '$B')}"
+        tok.post_processor = processors.TemplateProcessing(single=template, pair=pair, special_tokens=ids)
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": add_bos, "add_eos_token": add_eos,
               "clean_up_tokenization_spaces": False, **special}
     arch = meta.get("general.architecture")

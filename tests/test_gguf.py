@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -36,9 +38,7 @@ def byte_level_vocab():
     trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=SPECIALS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(["the cat sat on the mat", "hello world, hello there", "what is the capital"] * 5, trainer)
-    data = tok.model.__getstate__()
-    import json
-    state = json.loads(data)
+    state = json.loads(tok.to_str())["model"]
     tokens = [t for t, _ in sorted(state["vocab"].items(), key=lambda kv: kv[1])]
     merges = [" ".join(m) if isinstance(m, list) else m for m in state["merges"]]
     types = [3 if t in SPECIALS else 1 for t in tokens]
@@ -121,9 +121,9 @@ def test_weights_equal_dequantised_reference(tiny):
         torch.testing.assert_close(ours[key], torch.from_numpy(_unpermute_ref(ref, key, hf.config)), rtol=0, atol=0)
     # unquantised layer-0 q (F32) and k (F16) must come back as the original weights
     sd = hf.state_dict()
-    torch.testing.assert_close(ours["model.layers.0.self_attn.q_proj.weight"], sd["model.layers.0.self_attn.q_proj.weight"])
-    torch.testing.assert_close(ours["model.layers.0.self_attn.k_proj.weight"],
-                               sd["model.layers.0.self_attn.k_proj.weight"].half().float())
+    q, k = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight"
+    torch.testing.assert_close(ours[q], sd[q], rtol=0, atol=0)
+    torch.testing.assert_close(ours[k], sd[k].half().float(), rtol=0, atol=0)
 
 
 def _hf_key(gguf_name: str) -> str:
@@ -227,7 +227,8 @@ def test_unsupported_tensor_type(tmp_path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    _assert_fails_cleanly(tmp_path / "k.gguf", tmp_path, r"blk\.0\.ffn_down\.weight has type Q6_K.*supported types: F32")
+    _assert_fails_cleanly(tmp_path / "k.gguf", tmp_path, 
+                          r"blk\.0\.ffn_down\.weight has type Q6_K.*supported types: F32")
 
 
 def test_not_a_gguf_file(tmp_path):
@@ -241,7 +242,8 @@ def test_sentencepiece_vocabulary(tmp_path):
     """A "llama" (SentencePiece) vocabulary: merges recovered from scores, byte fallback, space prefix."""
     from lightft.gguf_tokenizer import tokenizer_files
 
-    pieces = ["▁", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "▁he", "▁hell", "▁hello", "▁w", "or", "▁wor", "ld", "▁world"]
+    pieces = ["▁", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "▁he", "▁hell", "▁hello", "▁w", "or", "▁wor", "ld",
+              "▁world"]
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + pieces
     meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
             "tokenizer.ggml.scores": [0.0] * 259 + [-float(i) for i in range(len(pieces))],
@@ -249,7 +251,7 @@ def test_sentencepiece_vocabulary(tmp_path):
             "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2, "tokenizer.ggml.unknown_token_id": 0}
     files = tokenizer_files(meta, tmp_path / "x.gguf")
     for name, data in files.items():
-        (tmp_path / name).write_text(__import__("json").dumps(data))
+        (tmp_path / name).write_text(json.dumps(data))
     tok = load_tokenizer(tmp_path)
     ids = tok.encode("hello world é")
     assert ids[0] == 1 and [tokens[i] for i in ids[1:3]] == ["▁hello", "▁world"]
