@@ -8,5 +8,6 @@ __version__ = "0.1.0"
 from lightft.errors import LightftError  # noqa: E402
 from lightft.checkpoint import load_model  # noqa: E402
 from lightft.tokenizer import load_tokenizer  # noqa: E402
+from lightft.lora import apply_lora, merge_lora  # noqa: E402
 
-__all__ = ["LightftError", "load_model", "load_tokenizer", "__version__"]
+__all__ = ["LightftError", "apply_lora", "load_model", "load_tokenizer", "merge_lora", "__version__"]

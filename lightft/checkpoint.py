@@ -200,16 +200,18 @@ def _materialise_rest(model: Transformer, dtype: torch.dtype) -> None:
                 setattr(module, pname, torch.nn.Parameter(fresh, requires_grad=p.requires_grad))
 
 
-def hf_state_dict(model: Transformer, prefix: Optional[str] = None) -> dict[str, torch.Tensor]:
+def hf_state_dict(model: Transformer, prefix: Optional[str] = None,
+                  state: Optional[dict[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
     """The model's weights under the family's own checkpoint names and layouts (inverse key map).
 
     `prefix` defaults to the one the weights were loaded with, so an export has the input's keys.
+    `state` (lightft names) replaces `model.state_dict()`, e.g. with LoRA updates merged in.
     """
     family = family_for(model.cfg.hf_config)
     if prefix is None:
         prefix = getattr(model, "source", {}).get("prefix", "")
     out = {}
-    for name, tensor in model.state_dict().items():
+    for name, tensor in (model.state_dict() if state is None else state).items():
         if name == "lm_head.weight" and model.cfg.tie_embeddings:
             continue
         mapped = family.KEY_MAP.to_checkpoint(name, prefix)
@@ -220,11 +222,14 @@ def hf_state_dict(model: Transformer, prefix: Optional[str] = None) -> dict[str,
 
 
 def save_checkpoint(model: Transformer, out_dir: PathLike, dtype: Union[str, torch.dtype, None] = None,
-                    prefix: Optional[str] = None) -> None:
-    """Write config.json + model.safetensors in the family's HF layout (atomically, via a temp file)."""
+                    prefix: Optional[str] = None, state: Optional[dict[str, torch.Tensor]] = None) -> None:
+    """Write config.json + model.safetensors in the family's HF layout (atomically, via a temp file).
+
+    `state` (lightft names) is written instead of the model's own weights when given.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = hf_state_dict(model, prefix)
+    state = hf_state_dict(model, prefix, state)
     if dtype is not None:
         target = parse_dtype(dtype)
         state = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}

@@ -1,0 +1,22 @@
+"""Hand-written LoRA: the layer, applying it to a model, merging, and export both ways.
+
+    model = load_model("path/to/model")
+    apply_lora(model, targets="q,v", r=8, alpha=16)   # only LoRA A/B now require grad
+    ...train...
+    save_adapter(model, "out/adapter")                # PEFT layout; or save_merged(model, "out/merged")
+"""
+
+from lightft.lora.apply import (  # noqa: F401
+    GROUPS,
+    apply_lora,
+    lora_layers,
+    lora_parameters,
+    mark_trainable,
+    merge_lora,
+    resolve_targets,
+    target_modules,
+    unmerge_lora,
+)
+from lightft.lora.layer import LoRALinear  # noqa: F401
+from lightft.lora.merged import merged_state_dict, save_merged  # noqa: F401
+from lightft.lora.peft_io import load_adapter, save_adapter  # noqa: F401
