@@ -162,3 +162,28 @@ def test_bad_dropout_and_double_apply(hf_folder):
     apply_lora(model, "q", r=2, alpha=2)
     with pytest.raises(LightftError, match="already has LoRA"):
         apply_lora(model, "v", r=2, alpha=2)
+
+
+def test_inspect_reports_lora_share(hf_folder, capsys):
+    import json
+
+    from lightft.cli.main import main
+
+    _, path = hf_folder("llama")
+    main(["inspect", str(path), "--json", "--lora-r", "4", "--lora-targets", "q,v"])
+    info = json.loads(capsys.readouterr().out)
+    # per layer: q is 32 -> 32, v is 32 -> 32 (4 heads x 8): 2 x 4 x (32 + 32) = 512 parameters
+    assert info["lora"]["trainable_parameters"] == info["layers"] * 512
+    assert info["lora"]["layers"] == 2 * info["layers"]
+    assert info["lora"]["trainable_share"].endswith("%")
+
+
+def test_inspect_bad_lora_target_is_one_line_error(hf_folder, capsys):
+    from lightft.cli.main import main
+
+    _, path = hf_folder("gpt2")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect", str(path), "--lora-r", "8", "--lora-targets", "gate"])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # (earlier lines: other libraries' log noise)
+    assert last.startswith("error: LoRA target 'gate' is not valid for the gpt2 family")

@@ -8,7 +8,24 @@ from pathlib import Path
 import click
 
 
-def summarise(model_dir: str) -> dict:
+def lora_summary(model, targets: str, r: int, alpha: float) -> dict:
+    """What LoRA with these settings would train: wrapped layers, trainable parameters and their share."""
+    from lightft.lora import apply_lora
+
+    total = model.num_parameters()
+    wrapped = apply_lora(model, targets, r=r, alpha=alpha)
+    trainable = model.num_parameters(trainable_only=True)
+    return {
+        "targets": targets,
+        "r": r,
+        "alpha": alpha,
+        "layers": len(wrapped),
+        "trainable_parameters": trainable,
+        "trainable_share": f"{100 * trainable / (total + trainable):.3f}%",
+    }
+
+
+def summarise(model_dir: str, lora: tuple[int, str, float | None] | None = None) -> dict:
     """Family, shape, parameter count, dtype, files and load problems of a model folder."""
     from lightft.checkpoint import load_model, weight_files
     from lightft.tokenizer import load_tokenizer
@@ -36,6 +53,9 @@ def summarise(model_dir: str) -> dict:
         "weight_files": [p.name for p in weight_files(path)],
         "problems": model.load_report.problems(),
     }
+    if lora is not None:
+        r, targets, alpha = lora
+        info["lora"] = lora_summary(model, targets, r, alpha if alpha is not None else 2.0 * r)
     try:
         tok = load_tokenizer(model_dir)
         info["tokenizer_vocab"] = tok.vocab_size
@@ -49,15 +69,22 @@ def summarise(model_dir: str) -> dict:
 @click.command("inspect")
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def command(model_dir: str, as_json: bool) -> None:
+@click.option("--lora-r", type=int, default=None, help="Also report what LoRA of this rank would train.")
+@click.option("--lora-targets", default="q,v", show_default=True,
+              help="LoRA targets: q,k,v,o,gate,up,down or the groups attn, mlp, all-linear.")
+@click.option("--lora-alpha", type=float, default=None, help="LoRA alpha (default: 2 x r).")
+def command(model_dir: str, as_json: bool, lora_r: int | None, lora_targets: str, lora_alpha: float | None) -> None:
     """Summarise a checkpoint: family, layers, hidden size, heads, vocab, parameters, dtype, files.
+
+    With --lora-r, also the trainable parameters (and their share of all parameters) under LoRA.
 
     \b
     Examples:
       lightft inspect path/to/minilm
       lightft inspect runs/smollm2 --json
+      lightft inspect path/to/smollm2 --lora-r 8 --lora-targets q,v
     """
-    info = summarise(model_dir)
+    info = summarise(model_dir, lora=(lora_r, lora_targets, lora_alpha) if lora_r is not None else None)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
