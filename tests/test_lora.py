@@ -187,3 +187,22 @@ def test_inspect_bad_lora_target_is_one_line_error(hf_folder, capsys):
     assert exit_info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # (earlier lines: other libraries' log noise)
     assert last.startswith("error: LoRA target 'gate' is not valid for the gpt2 family")
+
+
+def test_merged_export_copies_tokenizer_files_and_keeps_model(hf_folder, tmp_path):
+    from lightft.lora import save_merged
+
+    _, path = hf_folder("llama")
+    (path / "tokenizer.json").write_text('{"stand-in": true}', encoding="utf-8")
+    model = load_model(path)
+    apply_lora(model, "q,v", r=2, alpha=4)
+    _randomise_b(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    save_merged(model, tmp_path / "merged")
+    assert (tmp_path / "merged" / "tokenizer.json").read_text(encoding="utf-8") == '{"stand-in": true}'
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    reloaded = load_model(tmp_path / "merged")  # a plain model again: no LoRA keys in the file
+    merge_lora(model)
+    ids = torch.randint(3, 99, (1, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, model(ids).logits, rtol=0, atol=1e-5)
