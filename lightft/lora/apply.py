@@ -8,14 +8,17 @@ Target names are the same for every family and resolve against the model's own m
 
 | target | module (every family)            | note                                              |
 | ------ | -------------------------------- | ------------------------------------------------- |
-| q k v  | attn.q_proj / k_proj / v_proj    | GPT-2 keeps q, k, v fused: each maps to `attn.qkv_proj` (HF `c_attn`), as PEFT does with target `c_attn` |
+| q k v  | attn.q_proj / k_proj / v_proj    | GPT-2: all three are the fused `attn.qkv_proj` (*) |
 | o      | attn.o_proj                      |                                                   |
 | gate   | mlp.gate_proj                    | gated MLPs only (Llama family); not BERT / GPT-2  |
 | up     | mlp.up_proj                      |                                                   |
 | down   | mlp.down_proj                    |                                                   |
 | attn   | q, k, v, o                       |                                                   |
 | mlp    | gate, up, down (those present)   |                                                   |
-| all-linear | attn + mlp                   | every linear layer in the blocks; the LM head and BERT's pooler are left alone |
+| all-linear | attn + mlp                   | all block linears; not the LM head or BERT's pooler |
+
+(*) GPT-2 stores q, k and v in one matrix (HF `c_attn`), so `q`, `k` or `v` each put LoRA on the
+whole fused layer, which is what PEFT does with `target_modules=["c_attn"]`.
 """
 
 from __future__ import annotations
