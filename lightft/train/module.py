@@ -45,6 +45,9 @@ class TaskModule(L.LightningModule):
         self.backbone, self.opts, self.task_args = backbone, opts, task_args
         self.head = self.build_head(**task_args)
         self.strict_loading = False  # our checkpoints hold trainable tensors only (see on_save_checkpoint)
+        # load_model returns eval mode (inference is the safe default) and Lightning keeps the modes it
+        # finds when fitting starts: a task module starts in train mode so dropout is on while training.
+        self.train()
 
     # --- what a task implements ---------------------------------------------------------------
     def build_head(self, **task_args: Any) -> nn.Module:
