@@ -23,6 +23,7 @@ COMMANDS = {
     "train": "train",
     "eval": "evaluate",
     "predict": "predict",
+    "export": "export",
 }
 
 
