@@ -14,13 +14,14 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from lightft.data.cache import Example, maybe_cached
+from lightft.data.sampler import ResumableLoader, ResumableSampler, length_grouped_order, random_order
 from lightft.errors import LightftError
 from lightft.options import Options
 from lightft.tokenizer import Tokenizer
@@ -41,33 +42,6 @@ def attention_mask_for(seqs: list[list[int]], width: int) -> torch.Tensor:
     for i, s in enumerate(seqs):
         mask[i, : len(s)] = 1
     return mask
-
-
-class LengthGroupedSampler(Sampler[int]):
-    """Shuffle, then sort within windows of 50 batches by length so each batch pads little.
-
-    The batch order is shuffled again so training does not see lengths in a ramp.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int):
-        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=g).tolist()
-        window = self.batch_size * 50
-        batches = []
-        for start in range(0, len(order), window):
-            chunk = sorted(order[start : start + window], key=lambda i: -self.lengths[i])
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        for b in torch.randperm(len(batches), generator=g).tolist():
-            yield from batches[b]
 
 
 class TaskDataModule(L.LightningDataModule):
@@ -127,6 +101,9 @@ class TaskDataModule(L.LightningDataModule):
         return examples
 
     def prepare_data(self) -> None:
+        """Tokenise into the cache (Lightning: once per node). Without a cache, `setup` does the work."""
+        if self.datasets or not self.opts.cache:
+            return
         for split, path in self.files.items():
             if path is not None:
                 self.load(split)
@@ -183,14 +160,24 @@ class TaskDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         data = self.datasets[split]
         bs = self.opts.batch_size if train else (self.opts.eval_batch_size or 2 * self.opts.batch_size)
-        kwargs: dict[str, Any] = {}
-        if train and self.opts.group_by_length:
-            kwargs["sampler"] = LengthGroupedSampler([len(e[self.length_key]) for e in data], bs, self.opts.seed)
-        elif train:
-            kwargs["shuffle"] = True
-            kwargs["generator"] = torch.Generator().manual_seed(self.opts.seed)
-        return DataLoader(data, batch_size=bs, collate_fn=self.collate, num_workers=self.opts.num_workers,
-                          persistent_workers=self.opts.num_workers > 0, **kwargs)
+        workers = {"num_workers": self.opts.num_workers, "persistent_workers": self.opts.num_workers > 0}
+        if not train:  # own generator: evaluation must not draw from the global RNG (exact resume)
+            return DataLoader(data, batch_size=bs, collate_fn=self.collate, generator=torch.Generator(), **workers)
+        return self.train_loader(data, bs, workers)
+
+    def train_loader(self, data: list[Example], bs: int, workers: dict[str, Any]) -> ResumableLoader:
+        """Seeded, rank-split, resumable order (see lightft/data/sampler.py); length-grouped if asked."""
+        trainer = self.trainer  # set by Lightning when this DataModule is attached to a Trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if self.opts.group_by_length:
+            lengths = [len(e[self.length_key]) for e in data]
+            order_fn = lambda seed: length_grouped_order(lengths, bs * world, seed)  # noqa: E731
+        else:
+            order_fn = lambda seed: random_order(len(data), seed)  # noqa: E731
+        sampler = ResumableSampler(len(data), order_fn, self.opts.seed, num_replicas=world, rank=rank)
+        # own generator: creating the loader's iterator must not draw from the global RNG (exact resume)
+        return ResumableLoader(data, batch_size=bs, sampler=sampler, collate_fn=self.collate,
+                               generator=torch.Generator().manual_seed(self.opts.seed), **workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -1,9 +1,9 @@
-"""Lightning callbacks: real-token throughput in the progress bar and the CSV log."""
+"""Lightning callbacks: real-token throughput in the progress bar and the CSV log; the data position for resume."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Optional
 
 import lightning as L
 
@@ -40,3 +40,43 @@ class Throughput(L.Callback):
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._start = None  # do not count evaluation time as training time
         self._tokens = self._samples = self._batches = 0
+
+
+class DataPosition(L.Callback):
+    """Save and restore the training data position (epoch, samples consumed) with the checkpoint.
+
+    Counting here (after the step) rather than in the sampler matters: Lightning fetches the next
+    batch before the current one has trained, so the sampler alone would be one batch ahead.
+    Checkpoint callbacks run after this one (Lightning orders them last), so a checkpoint saved at
+    this batch records it as consumed. The position travels as this callback's state because
+    Lightning 2.6 does not hand the saved loader state back to a train loader that was already
+    built to count the steps for the LR schedule (`estimated_stepping_batches`).
+    """
+
+    def __init__(self) -> None:
+        self._trainer: Optional[L.Trainer] = None
+        self._restored: Optional[dict[str, Any]] = None
+
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def _loader(self) -> Any:
+        loader = self._trainer.train_dataloader if self._trainer is not None else None
+        return loader if hasattr(loader, "mark_consumed") else None
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if (loader := self._loader()) is not None:
+            loader.mark_consumed(batch_idx + 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        loader = self._loader()
+        return loader.state_dict() if loader is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._restored = state or None
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self._restored is not None and (loader := self._loader()) is not None:
+            loader.load_state_dict(self._restored)  # applied when the next epoch's iterator starts
+        self._restored = None

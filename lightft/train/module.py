@@ -79,7 +79,8 @@ class TaskModule(L.LightningModule):
         loss = self.loss(batch, out)
         bs = batch["input_ids"].shape[0]
         if stage == "train":
-            self.log("train_loss", loss, prog_bar=True, batch_size=bs)
+            # sync_dist: the logged loss is the mean over all ranks, i.e. the loss of the global batch
+            self.log("train_loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         else:
             self.log(f"{stage}_loss", loss, prog_bar=stage == "val", sync_dist=True, batch_size=bs)
             self.update_metrics(stage, batch, out)
@@ -87,10 +88,11 @@ class TaskModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self._shared_step(batch, "train")
-        if not torch.isfinite(loss):
+        # decided together on all ranks: one rank stopping alone would leave the others waiting forever
+        finite = self.all_gather(torch.isfinite(loss.detach()).float()).min()
+        if not finite:
             raise FloatingPointError(
-                f"loss became {loss.item()} at step {self.global_step}; lower --lr or use --precision 32-true "
-                "(the last good checkpoint is kept)")
+                f"loss became {loss.item()} at step {self.global_step}; lower --lr or use --precision 32-true")
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -115,13 +117,21 @@ class TaskModule(L.LightningModule):
         steps = int(self.trainer.estimated_stepping_batches)
         return build_optimizer(self, self.opts, max(1, steps), head_names={"head"})
 
+    def trainable_names(self) -> set[str]:
+        """State-dict names of the trainable tensors (FSDP / activation-checkpointing wrappers removed)."""
+        return {n.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
+                for n, p in self.named_parameters() if p.requires_grad}
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only the tensors training changes (LoRA factors + head, or everything under --full)."""
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        trainable = self.trainable_names()
         return {k: v for k, v in self.state_dict().items() if k in trainable}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = self.trainable_state_dict()
+        """Checkpoints hold the trainable tensors only (the optimiser state covers only those too: the
+        optimiser is built from trainable parameters), plus plain values: loadable with weights_only."""
+        trainable = self.trainable_names()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["lightft"] = {"task": self.task, "task_state": self.task_state(), "options": self.opts.to_dict()}
 
     def load_trainable(self, state: dict[str, torch.Tensor], source: str = "") -> None:

@@ -25,7 +25,9 @@ from lightft.errors import LightftError
 from lightft.options import Options
 from lightft.tasks import get_task
 from lightft.tokenizer import load_tokenizer
-from lightft.train.callbacks import Throughput
+from lightft.train.callbacks import DataPosition, Throughput
+from lightft.train.checkpointing import BEST, LAST, AtomicCheckpointIO, PeriodicCheckpoint, RngState, load_checkpoint_file
+from lightft.train.distributed import build_strategy, children_see_prepared, prepared_by_parent, rank_zero_first
 from lightft.train.module import TaskModule, prepare_backbone
 
 RUN_FILE, WEIGHTS_FILE = "run.json", "weights.safetensors"
@@ -43,20 +45,56 @@ def read_run(run_dir: str) -> dict[str, Any]:
     return info
 
 
-def prepare_run_dir(opts: Options) -> Path:
-    """Validate --out: new, --resume of the same run, or --overwrite. Never mixes two runs."""
+# Options a resumed run must share with the run it continues (anything else may change, e.g. --progress).
+RESUME_MUST_MATCH = ("model", "train", "val", "init", "lora", "lora_r", "lora_alpha", "lora_targets", "rslora",
+                     "freeze", "batch_size", "grad_accum", "seed", "max_length", "overlong", "format",
+                     "text_column", "pair_column", "label_column", "val_fraction", "group_by_length",
+                     "limit_train", "dtype", "schedule", "warmup", "weight_decay", "lr", "head_lr", "num_nodes")
+
+
+def check_train_options(opts: Options) -> None:
+    """Conflicting or missing options, reported before anything is read or written."""
     if not opts.out:
         raise LightftError("--out is required: the run folder to write")
+    if opts.resume and opts.overwrite:
+        raise LightftError("--resume and --overwrite conflict: --resume continues the run in --out, --overwrite "
+                           "deletes it; choose one")
+    if opts.checkpoint_every is not None and opts.checkpoint_every < 1:
+        raise LightftError(f"--checkpoint-every must be a positive number of optimiser steps, not {opts.checkpoint_every}")
+    for name in ("batch_size", "grad_accum", "max_length", "num_nodes"):
+        if getattr(opts, name) < 1:
+            raise LightftError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(opts, name)}")
+    if opts.epochs < 1 and opts.max_steps < 1:
+        raise LightftError("nothing to train: set --epochs or --max-steps to at least 1")
+    if opts.train is None:
+        raise LightftError("--train is required: the training data file")
+
+
+def prepare_run_dir(opts: Options) -> Path:
+    """Validate --out: new, --resume of the same run, or --overwrite. Never mixes two runs."""
     out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise LightftError(f"{out}: --out must be a folder, and this is a file")
     if opts.resume:
-        if not is_run_dir(opts.out) or not (out / "checkpoints" / "last.ckpt").is_file():
-            raise LightftError(f"{out}: nothing to resume (no run.json and checkpoints/last.ckpt); drop --resume")
+        if not is_run_dir(opts.out) or not (out / "checkpoints" / LAST).is_file():
+            raise LightftError(f"{out}: nothing to resume (no run.json and checkpoints/{LAST}); drop --resume")
+        saved = read_run(opts.out)["options"]
+        now = opts.to_dict()
+        changed = [k for k in RESUME_MUST_MATCH if k in saved and saved[k] != now[k]]
+        if changed:
+            k = changed[0]
+            raise LightftError(f"{out}: --resume with --{k.replace('_', '-')} {now[k]!r}, but the run was started with "
+                               f"{saved[k]!r}; resume with the options of the run ({len(changed)} differ: "
+                               f"{', '.join(changed)})")
         return out
     if out.exists() and any(out.iterdir()):
         if not opts.overwrite:
             what = "another run" if is_run_dir(opts.out) else "other files"
             raise LightftError(f"{out}: folder already holds {what}; choose a new --out, add --resume to "
                                "continue it, or --overwrite to replace it")
+        if not is_run_dir(opts.out):
+            raise LightftError(f"{out}: --overwrite only replaces a run folder (with {RUN_FILE}), and this folder "
+                               "holds other files; choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -99,6 +137,7 @@ def load_run_module(run_dir: str, overrides: Optional[dict[str, Any]] = None) ->
 
 
 def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str, for_training: bool) -> L.Trainer:
+    """The Lightning Trainer. Training uses --devices/--num-nodes/--strategy; eval and predict one device."""
     callbacks: list[L.Callback] = []
     logger: Any = False
     if for_training:
@@ -107,23 +146,24 @@ def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str
 
         ckpt_dir = run_dir / "checkpoints"
         callbacks += [
-            ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_last=True,
+            ModelCheckpoint(dirpath=ckpt_dir, filename=Path(BEST).stem, monitor=monitor, mode=mode, save_last=False,
                             save_top_k=1, enable_version_counter=False),
+            PeriodicCheckpoint(ckpt_dir, opts.checkpoint_every),
+            RngState(),
+            DataPosition(),
             LearningRateMonitor(logging_interval="step"),
             Throughput(window=max(1, opts.log_every)),
         ]
-        if opts.checkpoint_every:
-            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="step", every_n_train_steps=opts.checkpoint_every,
-                                             save_top_k=1, save_last=True, enable_version_counter=False))
         logger = CSVLogger(save_dir=str(run_dir), name="logs", version="")
     devices: Any = opts.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
+    distributed = dict(devices=devices, num_nodes=opts.num_nodes, strategy=build_strategy(opts)) if for_training \
+        else dict(devices=1, num_nodes=1, strategy="auto")
     return L.Trainer(
         accelerator=opts.accelerator,
-        devices=devices,
-        num_nodes=opts.num_nodes,
-        strategy=opts.strategy,
+        **distributed,
+        plugins=[AtomicCheckpointIO()],
         precision=opts.precision,
         max_epochs=opts.epochs,
         max_steps=opts.max_steps,
@@ -147,53 +187,72 @@ def _jsonable(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def train(task: str, opts: Options) -> dict[str, Any]:
-    """Fine-tune, keep the best weights, evaluate them, and fill the run folder. Returns the metrics."""
+    """Fine-tune, keep the best weights, evaluate them, and fill the run folder. Returns the metrics.
+
+    Multi-process runs: see lightft/train/distributed.py for who prepares the run folder and the
+    tokenised data; only global rank 0 writes files.
+    """
     spec = get_task(task)
+    check_train_options(opts)
     if opts.threads:
         torch.set_num_threads(opts.threads)
     base_dir, init_info = base_model_dir(opts.model)
-    if opts.train is None:
-        raise LightftError("--train is required: the training data file")
-    run_dir = prepare_run_dir(opts)
+    run_dir = Path(opts.out)
     seed_everything(opts.seed)
-    try:
-        tokenizer = load_tokenizer(base_dir)
-        dm = spec.datamodule(tokenizer, opts, train_file=opts.train, val_file=opts.val)
-        dm.prepare_data()
-        dm.setup("fit")
-        task_args = dm.task_args()
-        module = build_module(task, base_dir, opts, task_args)
-        init = opts.init or (opts.model if init_info else None)
-        if init:
-            init_weights(module, init)
-    except BaseException:
-        if not opts.resume:
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-written on bad input
-        raise
-    info = {"task": task, "base_model": str(Path(base_dir).resolve()), "lightft_version": __version__,
-            "options": opts.to_dict(), "task_state": module.task_state(), "data": dm.stats,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
-        write_atomic_json(run_dir / RUN_FILE, info)
-    trainer = make_trainer(opts, run_dir, module.monitor, module.monitor_mode, for_training=True)
+    trainer = make_trainer(opts, run_dir, spec.module.monitor, spec.module.monitor_mode, for_training=True)
+    with rank_zero_first(trainer) as first:
+        owner = first and not prepared_by_parent()  # the one process that creates the run folder
+        if owner:
+            prepare_run_dir(opts)
+        try:
+            tokenizer = load_tokenizer(base_dir)
+            dm = spec.datamodule(tokenizer, opts, train_file=opts.train, val_file=opts.val)
+            if first:
+                dm.prepare_data()
+            dm.setup("fit")
+            module = build_module(task, base_dir, opts, dm.task_args())
+            init = opts.init or (opts.model if init_info else None)
+            if init:
+                init_weights(module, init)
+        except BaseException:
+            if owner and not opts.resume:
+                shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-written on bad input
+            raise
+        if owner:
+            info = {"task": task, "base_model": str(Path(base_dir).resolve()), "lightft_version": __version__,
+                    "options": opts.to_dict(), "task_state": module.task_state(), "data": dm.stats,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            if opts.resume:  # keep the original record; note the resume
+                info = {**read_run(str(run_dir)), "resumed": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            write_atomic_json(run_dir / RUN_FILE, info)
     start = time.perf_counter()
-    ckpt = str(run_dir / "checkpoints" / "last.ckpt") if opts.resume else None
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    ckpt = str(run_dir / "checkpoints" / LAST) if opts.resume else None
+    try:
+        with children_see_prepared():  # ranks Lightning starts in fit read what this process prepared
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+    except FloatingPointError as e:
+        last = run_dir / "checkpoints" / LAST
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        raise LightftError(f"training stopped: {e}; {kept}") from None
     train_seconds = time.perf_counter() - start
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if best and Path(best).is_file():
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_trainable(state, best)
+    best = run_dir / "checkpoints" / BEST
+    if best.is_file():
+        module.load_trainable(load_checkpoint_file(best)["state_dict"], str(best))
     metrics = _jsonable(trainer.validate(module, datamodule=dm, verbose=False)[0])
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
     metrics.update({"train_seconds": round(train_seconds, 1), "steps": trainer.global_step,
                     "train_tokens": throughput.total_tokens if throughput else None})
     if trainer.is_global_zero:
-        tmp = run_dir / (WEIGHTS_FILE + ".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in module.trainable_state_dict().items()}, str(tmp))
-        os.replace(tmp, run_dir / WEIGHTS_FILE)
+        save_weights(module, run_dir / WEIGHTS_FILE)
         write_atomic_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def save_weights(module: TaskModule, path: Path) -> None:
+    """The trainable tensors as safetensors, written atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.trainable_state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
 
 
 def init_weights(module: TaskModule, run_dir: str) -> None:

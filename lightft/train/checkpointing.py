@@ -1,0 +1,150 @@
+"""Checkpoints that never lose work: atomic writes, tensors-and-plain-values only, exact resume.
+
+- `AtomicCheckpointIO` writes `name.tmp-PID`, fsyncs it and renames it over `name`: a kill at any
+  moment leaves either the old or the new checkpoint, never half of one. Loading uses
+  `torch.load(weights_only=True)`: a checkpoint holding pickled objects is refused, not executed.
+- `PeriodicCheckpoint` keeps `checkpoints/last.ckpt`: every `--checkpoint-every` optimiser steps and
+  at the end of each epoch.
+- `RngState` puts the torch / CUDA / Python / NumPy random states of every rank into the checkpoint
+  and restores them on resume, so dropout masks after a resume are the ones an uninterrupted run
+  would draw. (The data position is saved by `lightft.data.sampler.ResumableLoader`; optimiser,
+  scheduler and loop counters by Lightning.)
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lightft.errors import LightftError
+
+LAST, BEST = "last.ckpt", "best.ckpt"
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """A Lightning checkpoint loaded with weights_only=True; refusals and damage are one-line errors."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise LightftError(f"{path}: checkpoint not found") from None
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LightftError(f"{path}: refusing to load: the checkpoint holds more than tensors and plain values "
+                           f"({first[:160]})") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise LightftError(f"{path}: damaged checkpoint ({str(e).splitlines()[0][:160]})") from None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with atomic saves and weights-only loads (see the module docstring)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+        atomic_torch_save(checkpoint, Path(path))
+
+    def load_checkpoint(self, path: Any, map_location: Optional[Any] = None, weights_only: Optional[bool] = None
+                        ) -> dict[str, Any]:
+        return load_checkpoint_file(path, map_location if map_location is not None else "cpu")
+
+
+class PeriodicCheckpoint(Checkpoint):
+    """`last.ckpt` every `every` optimiser steps (if set) and at the end of every training epoch.
+
+    A `Checkpoint` subclass, so Lightning runs it after the other callbacks of the same hook (the
+    data position and RNG state it saves are then up to date)."""
+
+    def __init__(self, dirpath: Path, every: Optional[int]):
+        self.path, self.every = Path(dirpath) / LAST, every
+        self._saved_at = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step  # optimiser steps; unchanged while gradients accumulate
+        if self.every and step and step % self.every == 0 and step != self._saved_at:
+            trainer.save_checkpoint(str(self.path), weights_only=False)
+            self._saved_at = step
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        trainer.save_checkpoint(str(self.path), weights_only=False)
+        self._saved_at = trainer.global_step
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    """This process's random states as tensors (so they gather across ranks and load weights-only)."""
+    state, gauss = random.getstate()[1], random.getstate()[2]
+    np_state = np.random.get_state()
+    out = {
+        "torch": torch.get_rng_state(),
+        "python": torch.tensor(state, dtype=torch.int64),
+        "python_gauss": torch.tensor([float("nan") if gauss is None else gauss], dtype=torch.float64),
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_meta": torch.tensor([np_state[2], np_state[3], np_state[4]], dtype=torch.float64),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def _set_rng_tensors(s: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(s["torch"].cpu().to(torch.uint8))
+    gauss = float(s["python_gauss"][0])
+    random.setstate((3, tuple(int(x) for x in s["python"].tolist()), None if gauss != gauss else gauss))
+    pos, has_gauss, cached = s["numpy_meta"].tolist()
+    np.random.set_state(("MT19937", s["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state(s["cuda"].cpu().to(torch.uint8))
+
+
+class RngState(L.Callback):
+    """Save every rank's random states in the checkpoint; restore this rank's on resume."""
+
+    def __init__(self) -> None:
+        self._trainer: Optional[L.Trainer] = None
+
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        local = _rng_tensors()
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return {"world_size": 1, "ranks": [local]}
+        # every rank reaches here (dump_checkpoint runs on all ranks; only rank 0 writes the file)
+        device = trainer.strategy.root_device
+        gathered = {k: trainer.strategy.all_gather(v.to(device)).cpu() for k, v in local.items()}  # (W, ...)
+        return {"world_size": trainer.world_size,
+                "ranks": [{k: v[r] for k, v in gathered.items()} for r in range(trainer.world_size)]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        rank = self._trainer.global_rank if self._trainer is not None else 0
+        ranks = state.get("ranks", [])
+        if rank < len(ranks):
+            _set_rng_tensors(ranks[rank])

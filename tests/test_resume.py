@@ -1,0 +1,91 @@
+"""Never lose work: a run killed with SIGKILL and resumed ends with the same weights as an uninterrupted
+run; checkpoints are atomic, hold only trainable tensors + plain values, and load with weights_only."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lightft.cli.main import main
+from tests.tiny_run import REPO, make_tiny_model, write_classify_jsonl
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("resume")
+    make_tiny_model(d / "bert", hidden_dropout_prob=0.1)  # dropout on: the RNG state must be restored too
+    write_classify_jsonl(d / "train.jsonl", 48)
+    write_classify_jsonl(d / "val.jsonl", 12, seed=1)
+    return d
+
+
+def train_args(d: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "classify", "--model", str(d / "bert"), "--train", str(d / "train.jsonl"), "--val",
+            str(d / "val.jsonl"), "--out", str(out), "--full", "--batch-size", "4", "--epochs", "3",
+            "--checkpoint-every", "5", "--val-every", "7", "--threads", "1", "--no-progress", "--log-every", "1",
+            "--lr", "1e-3", *extra]
+
+
+def run_in_process(args: list[str], cache: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LIGHTFT_CACHE", str(cache))
+    threads = torch.get_num_threads()
+    try:
+        main(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+# The killed run: the real CLI in a subprocess, each training step slowed down so the kill lands mid-run.
+SLOW_CLI = """
+import sys, time
+import lightft.train.module as m
+step = m.TaskModule.training_step
+def slow(self, batch, batch_idx):
+    time.sleep(0.05)
+    return step(self, batch, batch_idx)
+m.TaskModule.training_step = slow
+from lightft.cli.main import main
+main(sys.argv[1:])
+"""
+
+
+def test_sigkill_then_resume_gives_the_same_weights(setup, tmp_path, monkeypatch):
+    d, cache = setup, tmp_path / "cache"
+    run_in_process(train_args(d, tmp_path / "ref"), cache, monkeypatch)
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LIGHTFT_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *train_args(d, out)], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(random.uniform(0.0, 0.6))  # somewhere after the first checkpoint
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "weights.safetensors").exists()
+    killed_at = torch.load(last, weights_only=True)["global_step"]
+
+    run_in_process(train_args(d, out, "--resume"), cache, monkeypatch)
+
+    ref, got = load_file(str(tmp_path / "ref" / "weights.safetensors")), load_file(str(out / "weights.safetensors"))
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), f"{k} differs after resuming from step {killed_at}"
+    ref_last = torch.load(tmp_path / "ref" / "checkpoints" / "last.ckpt", weights_only=True)
+    got_last = torch.load(last, weights_only=True)
+    assert ref_last["global_step"] == got_last["global_step"] == 36
+    for k in ref_last["state_dict"]:  # the final (not only the best) weights agree too
+        assert torch.equal(ref_last["state_dict"][k], got_last["state_dict"][k]), k
+    print(f"killed at step {killed_at} of 36; resumed weights identical")
