@@ -27,4 +27,7 @@ def command(task: str, config_file: str | None, **values) -> None:
 
     opts = resolve_options(values, config_file)
     metrics = train(task, opts)
-    click.echo(json.dumps(metrics))
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:  # one JSON line, however many processes trained
+        click.echo(json.dumps(metrics))

@@ -37,6 +37,13 @@ class Throughput(L.Callback):
             self._tokens = self._samples = self._batches = 0
             self._start = time.perf_counter()
 
+    def global_tokens(self, trainer: L.Trainer) -> int:
+        """Real training tokens summed over all ranks (collective: call it on every rank)."""
+        import torch
+
+        total = torch.tensor(float(self.total_tokens), device=trainer.strategy.root_device)
+        return int(trainer.strategy.reduce(total, reduce_op="sum").item())
+
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._start = None  # do not count evaluation time as training time
         self._tokens = self._samples = self._batches = 0

@@ -132,6 +132,11 @@ class TaskModule(L.LightningModule):
         optimiser is built from trainable parameters), plus plain values: loadable with weights_only."""
         trainable = self.trainable_names()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        bad = next((k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not v.isfinite().all()),
+                   None)
+        if self.all_gather(torch.tensor(float(bad is not None), device=self.device)).max() > 0:  # same on all ranks
+            raise FloatingPointError(f"weights became non-finite by step {self.global_step} ({bad or 'on another rank'}); "
+                                     "this checkpoint is not saved")
         checkpoint["lightft"] = {"task": self.task, "task_state": self.task_state(), "options": self.opts.to_dict()}
 
     def load_trainable(self, state: dict[str, torch.Tensor], source: str = "") -> None:

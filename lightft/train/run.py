@@ -86,6 +86,10 @@ def prepare_run_dir(opts: Options) -> Path:
             raise LightftError(f"{out}: --resume with --{k.replace('_', '-')} {now[k]!r}, but the run was started with "
                                f"{saved[k]!r}; resume with the options of the run ({len(changed)} differ: "
                                f"{', '.join(changed)})")
+        log = out / "logs" / "metrics.csv"  # Lightning's CSV logger starts a new file: keep the earlier part
+        if log.is_file():
+            n = len(list(log.parent.glob("metrics.part*.csv"))) + 1
+            os.replace(log, log.with_name(f"metrics.part{n}.csv"))
         return out
     if out.exists() and any(out.iterdir()):
         if not opts.overwrite:
@@ -241,7 +245,7 @@ def train(task: str, opts: Options) -> dict[str, Any]:
     metrics = _jsonable(trainer.validate(module, datamodule=dm, verbose=False)[0])
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
     metrics.update({"train_seconds": round(train_seconds, 1), "steps": trainer.global_step,
-                    "train_tokens": throughput.total_tokens if throughput else None})
+                    "train_tokens": throughput.global_tokens(trainer) if throughput else None})
     if trainer.is_global_zero:
         save_weights(module, run_dir / WEIGHTS_FILE)
         write_atomic_json(run_dir / "metrics.json", metrics)
