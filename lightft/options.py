@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -105,8 +106,25 @@ class Options:
             k = key.replace("-", "_")
             if k not in names:
                 raise LightftError(f"{source}: unknown key {key!r}; valid keys: {', '.join(sorted(names))}")
-            clean[k] = value
+            clean[k] = check_value(k, value, source)
         return cls(**clean)
+
+
+def check_value(name: str, value: Any, source: str) -> Any:
+    """A plain value of the field's type (ints accepted for floats); anything else is a one-line error."""
+    hint = typing.get_type_hints(Options)[name]
+    allowed = tuple(a for a in typing.get_args(hint) if a is not type(None)) or (hint,)
+    if value is None and type(None) in typing.get_args(hint):
+        return value
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed):
+        choices = next(f.metadata.get("choices") for f in fields(Options) if f.name == name)
+        if choices and value not in choices:
+            raise LightftError(f"{source}: {name} = {value!r} is not one of {', '.join(choices)}")
+        return value
+    want = " or ".join(t.__name__ for t in allowed)
+    raise LightftError(f"{source}: {name} must be {want}, not {type(value).__name__} ({str(value)[:60]!r})")
 
 
 def read_config_file(path: Union[str, os.PathLike]) -> dict[str, Any]:

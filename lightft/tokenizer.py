@@ -81,9 +81,15 @@ class Tokenizer:
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = raise_exception
-        template = env.from_string(self.chat_template)
-        return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                               bos_token=self.bos_token or "", eos_token=self.eos_token or "")
+        from jinja2 import TemplateError
+
+        try:
+            template = env.from_string(self.chat_template)
+            return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                   bos_token=self.bos_token or "", eos_token=self.eos_token or "")
+        except TemplateError as e:  # includes the sandbox's SecurityError: a template reaching for Python internals
+            raise LightftError(f"{self.source}: chat template refused or broken ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
 
 
 def load_tokenizer(model_dir: Union[str, os.PathLike]) -> Tokenizer:

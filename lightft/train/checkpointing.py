@@ -50,10 +50,11 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         pass
 
 
-def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """A Lightning checkpoint loaded with weights_only=True; refusals and damage are one-line errors."""
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A Lightning checkpoint loaded with weights_only=True; refusals and damage are one-line errors.
+    `mmap=True` checks a checkpoint cheaply (tensors are mapped, not read)."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise LightftError(f"{path}: checkpoint not found") from None
     except pickle.UnpicklingError as e:

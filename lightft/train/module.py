@@ -89,8 +89,7 @@ class TaskModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self._shared_step(batch, "train")
         # decided together on all ranks: one rank stopping alone would leave the others waiting forever
-        finite = self.all_gather(torch.isfinite(loss.detach()).float()).min()
-        if not finite:
+        if self.any_rank(not torch.isfinite(loss.detach())):
             raise FloatingPointError(
                 f"loss became {loss.item()} at step {self.global_step}; lower --lr or use --precision 32-true")
         return loss
@@ -117,6 +116,13 @@ class TaskModule(L.LightningModule):
         steps = int(self.trainer.estimated_stepping_batches)
         return build_optimizer(self, self.opts, max(1, steps), head_names={"head"})
 
+    def any_rank(self, flag: Any) -> bool:
+        """True if `flag` holds on any rank, decided together (collective when a Trainer runs several)."""
+        flag = bool(flag)
+        if self._trainer is None or self.trainer.world_size == 1:
+            return flag
+        return bool(self.trainer.strategy.reduce(torch.tensor(float(flag), device=self.device), reduce_op="sum") > 0)
+
     def trainable_names(self) -> set[str]:
         """State-dict names of the trainable tensors (FSDP / activation-checkpointing wrappers removed)."""
         return {n.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
@@ -134,7 +140,7 @@ class TaskModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         bad = next((k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not v.isfinite().all()),
                    None)
-        if self.all_gather(torch.tensor(float(bad is not None), device=self.device)).max() > 0:  # same on all ranks
+        if self.any_rank(bad is not None):
             raise FloatingPointError(f"weights became non-finite by step {self.global_step} ({bad or 'on another rank'}); "
                                      "this checkpoint is not saved")
         checkpoint["lightft"] = {"task": self.task, "task_state": self.task_state(), "options": self.opts.to_dict()}

@@ -52,6 +52,9 @@ RESUME_MUST_MATCH = ("model", "train", "val", "init", "lora", "lora_r", "lora_al
                      "limit_train", "dtype", "schedule", "warmup", "weight_decay", "lr", "head_lr", "num_nodes")
 
 
+LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "rslora")
+
+
 def check_train_options(opts: Options) -> None:
     """Conflicting or missing options, reported before anything is read or written."""
     if not opts.out:
@@ -68,6 +71,12 @@ def check_train_options(opts: Options) -> None:
         raise LightftError("nothing to train: set --epochs or --max-steps to at least 1")
     if opts.train is None:
         raise LightftError("--train is required: the training data file")
+    if not opts.lora:
+        defaults = Options()
+        given = [k for k in LORA_ONLY if getattr(opts, k) != getattr(defaults, k)]
+        if given:
+            raise LightftError(f"--{given[0].replace('_', '-')} has no effect with --full (it sets up LoRA); "
+                               "drop it, or train with --lora")
 
 
 def prepare_run_dir(opts: Options) -> Path:
@@ -86,10 +95,7 @@ def prepare_run_dir(opts: Options) -> Path:
             raise LightftError(f"{out}: --resume with --{k.replace('_', '-')} {now[k]!r}, but the run was started with "
                                f"{saved[k]!r}; resume with the options of the run ({len(changed)} differ: "
                                f"{', '.join(changed)})")
-        log = out / "logs" / "metrics.csv"  # Lightning's CSV logger starts a new file: keep the earlier part
-        if log.is_file():
-            n = len(list(log.parent.glob("metrics.part*.csv"))) + 1
-            os.replace(log, log.with_name(f"metrics.part{n}.csv"))
+        load_checkpoint_file(out / "checkpoints" / LAST, mmap=True)  # refused / damaged: stop before any change
         return out
     if out.exists() and any(out.iterdir()):
         if not opts.overwrite:
@@ -104,6 +110,14 @@ def prepare_run_dir(opts: Options) -> Path:
     return out
 
 
+def keep_earlier_log(run_dir: Path) -> None:
+    """Lightning's CSV logger starts logs/metrics.csv afresh: keep the part before a resume beside it."""
+    log = run_dir / "logs" / "metrics.csv"
+    if log.is_file():
+        n = len(list(log.parent.glob("metrics.part*.csv"))) + 1
+        os.replace(log, log.with_name(f"metrics.part{n}.csv"))
+
+
 def seed_everything(seed: int) -> None:
     L.seed_everything(seed, workers=True, verbose=False)
 
@@ -116,6 +130,8 @@ def base_model_dir(model: Optional[str]) -> tuple[str, Optional[dict[str, Any]]]
     if is_run_dir(model):
         info = read_run(model)
         return info["base_model"], info
+    if not Path(model).is_dir():
+        raise LightftError(f"{model}: model folder not found")
     return model, None
 
 
@@ -136,7 +152,7 @@ def load_run_module(run_dir: str, overrides: Optional[dict[str, Any]] = None) ->
     weights = Path(run_dir) / WEIGHTS_FILE
     if not weights.is_file():
         raise LightftError(f"{run_dir}: no {WEIGHTS_FILE}; the run did not finish (resume it with --resume)")
-    module.load_trainable(load_file(str(weights)), str(weights))
+    module.load_trainable(read_weights(weights), str(weights))
     return module, info
 
 
@@ -164,7 +180,7 @@ def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str
         devices = int(devices)
     distributed = dict(devices=devices, num_nodes=opts.num_nodes, strategy=build_strategy(opts)) if for_training \
         else dict(devices=1, num_nodes=1, strategy="auto")
-    return L.Trainer(
+    settings = dict(
         accelerator=opts.accelerator,
         **distributed,
         plugins=[AtomicCheckpointIO()],
@@ -184,6 +200,12 @@ def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str
         num_sanity_val_steps=0,
         default_root_dir=str(run_dir) if run_dir else None,
     )
+    try:
+        return L.Trainer(**settings)
+    except (ValueError, TypeError, RuntimeError) as e:  # Lightning's word on impossible hardware settings
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LightftError(f"--accelerator {opts.accelerator} --devices {opts.devices} --strategy {opts.strategy} "
+                           f"--precision {opts.precision}: {first}") from None
 
 
 def _jsonable(metrics: dict[str, Any]) -> dict[str, float]:
@@ -226,8 +248,9 @@ def train(task: str, opts: Options) -> dict[str, Any]:
             info = {"task": task, "base_model": str(Path(base_dir).resolve()), "lightft_version": __version__,
                     "options": opts.to_dict(), "task_state": module.task_state(), "data": dm.stats,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            if opts.resume:  # keep the original record; note the resume
+            if opts.resume:  # keep the original record and the log so far; note the resume
                 info = {**read_run(str(run_dir)), "resumed": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                keep_earlier_log(run_dir)
             write_atomic_json(run_dir / RUN_FILE, info)
     start = time.perf_counter()
     ckpt = str(run_dir / "checkpoints" / LAST) if opts.resume else None
@@ -252,6 +275,17 @@ def train(task: str, opts: Options) -> dict[str, Any]:
     return metrics
 
 
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A run's weights.safetensors (never a pickle); a missing or damaged file is a one-line error."""
+    if not path.is_file():
+        raise LightftError(f"{path}: missing; the run did not finish (resume it with --resume)")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error type for damaged headers
+        raise LightftError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:120]}); "
+                           "the file is truncated or corrupt") from None
+
+
 def save_weights(module: TaskModule, path: Path) -> None:
     """The trainable tensors as safetensors, written atomically."""
     tmp = path.with_name(path.name + ".tmp")
@@ -263,7 +297,7 @@ def init_weights(module: TaskModule, run_dir: str) -> None:
     """--init: copy an earlier run's trained tensors; head tensors of another shape stay fresh (reported)."""
     if not is_run_dir(run_dir):
         raise LightftError(f"--init {run_dir}: not a run folder (no {RUN_FILE})")
-    state = load_file(str(Path(run_dir) / WEIGHTS_FILE))
+    state = read_weights(Path(run_dir) / WEIGHTS_FILE)
     own = module.state_dict()
     skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape and k.startswith("head.")]
     state = {k: v for k, v in state.items() if k not in skipped}

@@ -1,0 +1,171 @@
+"""Bad input never gives a traceback or partial output: for every command, data format and option clash in
+tests/bad_inputs/ (and a few generated cases), lightft prints one `error:` line, exits non-zero, and leaves
+no run folder / metrics / predictions behind. The README's "Faults and bad input" table lists these."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lightft.cli.main import main
+from tests.tiny_run import make_tiny_model, write_classify_jsonl
+
+BAD = Path(__file__).parent / "bad_inputs"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A tiny model, good data, one finished run, and damaged copies of model / run folders."""
+    d = tmp_path_factory.mktemp("bad")
+    model = make_tiny_model(d / "model")
+    write_classify_jsonl(d / "train.jsonl", 24)
+    write_classify_jsonl(d / "val.jsonl", 8, seed=1)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LIGHTFT_CACHE", str(d / "cache"))
+    main(["train", "classify", "--model", str(model), "--train", str(d / "train.jsonl"), "--val", str(d / "val.jsonl"),
+          "--out", str(d / "run"), "--full", "--max-steps", "2", "--batch-size", "8", "--no-progress"])
+    # damaged model folders
+    pickled = d / "pickled_model"
+    shutil.copytree(model, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    truncated = d / "truncated_model"
+    shutil.copytree(model, truncated)
+    blob = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(blob[: len(blob) // 2])
+    badcfg = d / "badcfg_model"
+    shutil.copytree(model, badcfg)
+    (badcfg / "config.json").write_text("{not json", encoding="utf-8")
+    notok = d / "notok_model"
+    shutil.copytree(model, notok)
+    (notok / "tokenizer.json").unlink()
+    # damaged run folders
+    unfinished = d / "unfinished_run"
+    shutil.copytree(d / "run", unfinished)
+    (unfinished / "weights.safetensors").unlink()
+    badrun = d / "badjson_run"
+    shutil.copytree(d / "run", badrun)
+    (badrun / "run.json").write_text('{"task": "classify",', encoding="utf-8")
+    badweights = d / "badweights_run"
+    shutil.copytree(d / "run", badweights)
+    (badweights / "weights.safetensors").write_bytes(b"\x00" * 64)
+    # an output folder holding something else
+    (d / "other").mkdir()
+    (d / "other" / "notes.txt").write_text("mine", encoding="utf-8")
+    # a huge line: one 200k-word review
+    (d / "huge.jsonl").write_text(json.dumps({"text": "good " * 200_000, "label": "pos"}) + "\n"
+                                  + json.dumps({"text": "bad", "label": "neg"}) + "\n", encoding="utf-8")
+    yield {"model": str(model), "train": str(d / "train.jsonl"), "val": str(d / "val.jsonl"), "run": str(d / "run"),
+           "bad": str(BAD), "d": str(d)}
+    mp.undo()
+
+
+TRAIN = ["train", "classify", "--model", "{model}", "--train", "{train}", "--out", "{out}", "--full", "--no-progress",
+         "--max-steps", "1"]
+
+
+def train_with(*extra: str, data: str = "{train}") -> list[str]:
+    args = list(TRAIN)
+    args[args.index("{train}")] = data
+    return args + list(extra)
+
+
+# (case id, argv, words the error line must contain)
+CASES = [
+    # data files (classify: JSONL / CSV / TSV / JSON)
+    ("empty file", train_with(data="{bad}/empty.jsonl"), "no records"),
+    ("malformed JSONL", train_with(data="{bad}/malformed.jsonl"), "malformed.jsonl:2: malformed JSON"),
+    ("JSONL line not an object", train_with(data="{bad}/not_object.jsonl"), "expected a JSON object"),
+    ("missing text field", train_with(data="{bad}/missing_text.jsonl"), "missing field 'text'"),
+    ("text of the wrong type", train_with(data="{bad}/text_number.jsonl"), "must be strings"),
+    ("missing label", train_with(data="{bad}/missing_label.jsonl"), "missing field 'label'"),
+    ("a single label", train_with(data="{bad}/one_label.jsonl"), "only one label"),
+    ("Latin-1 encoding", train_with(data="{bad}/latin1.csv"), "not UTF-8"),
+    ("binary file", train_with(data="{bad}/nul.jsonl"), "NUL byte"),
+    ("CSV row with extra field", train_with(data="{bad}/bad_fields.csv"), "bad_fields.csv:3: 3 fields"),
+    ("TSV header only", train_with(data="{bad}/header_only.tsv"), "no records"),
+    ("unknown extension", train_with(data="{bad}/data.xml"), "cannot tell the format"),
+    ("JSON list with a non-object", train_with(data="{bad}/list_item.json"), "item 2 is str"),
+    ("val label unseen in train", train_with("--val", "{bad}/unseen_label.jsonl"), "'meh' was not seen in training"),
+    ("missing data file", train_with(data="{d}/nope.jsonl"), "not found"),
+    ("huge line, --overlong error", train_with("--overlong", "error", data="{d}/huge.jsonl"), "over --max-length"),
+    # options that clash or make no sense
+    ("--resume with --overwrite", train_with("--resume", "--overwrite"), "conflict"),
+    ("--out holds another run", [a.replace("{out}", "{run}") for a in train_with()], "already holds another run"),
+    ("--overwrite of a non-run folder", [a.replace("{out}", "{d}/other") for a in train_with("--overwrite")],
+     "only replaces a run folder"),
+    ("--resume with nothing to resume", train_with("--resume"), "nothing to resume"),
+    ("--resume with other options", [a.replace("{out}", "{run}") for a in train_with("--resume", "--val", "{val}", "--batch-size", "3")],
+     "--resume with --batch-size 3"),
+    ("--full with --lora-r", train_with("--lora-r", "16"), "--lora-r has no effect with --full"),
+    ("--batch-size 0", train_with("--batch-size", "0"), "at least 1"),
+    ("--epochs 0, no --max-steps", train_with("--epochs", "0", "--max-steps", "-1"), "nothing to train"),
+    ("--checkpoint-every 0", train_with("--checkpoint-every", "0"), "positive"),
+    ("fsdp on CPU", train_with("--strategy", "fsdp", "--accelerator", "cpu", "--devices", "2"), "requires a GPU"),
+    ("--devices nonsense", train_with("--devices", "lots"), "--devices lots"),
+    ("--lr not a number", train_with("--lr", "fast"), "'fast' is not a valid float"),
+    ("unknown task", ["train", "sing", "--model", "{model}"], "'sing' is not"),
+    # model folders
+    ("model folder missing", [a.replace("{model}", "{d}/nope") for a in train_with()], "model folder not found"),
+    ("pickled weights only", [a.replace("{model}", "{d}/pickled_model") for a in train_with()],
+     "never loaded"),
+    ("truncated safetensors", [a.replace("{model}", "{d}/truncated_model") for a in train_with()],
+     "truncated or corrupt"),
+    ("malformed config.json", [a.replace("{model}", "{d}/badcfg_model") for a in train_with()], "config.json"),
+    ("no tokenizer.json", [a.replace("{model}", "{d}/notok_model") for a in train_with()], "missing tokenizer.json"),
+    # --config files: only known keys, plain values
+    ("YAML python tag", train_with("--config", "{bad}/python_tag.yaml"), "malformed YAML"),
+    ("config unknown key", train_with("--config", "{bad}/unknown_key.yaml"), "unknown key 'learning_rate'"),
+    ("config wrong type", train_with("--config", "{bad}/wrong_type.yaml"), "batch_size"),
+    ("config nested table", train_with("--config", "{bad}/nested.toml"), "lora_r"),
+    ("malformed TOML", train_with("--config", "{bad}/malformed.toml"), "malformed TOML"),
+    ("config as .json", train_with("--config", "{bad}/config.json"), "must end in .toml, .yaml or .yml"),
+    ("config not a mapping", train_with("--config", "{bad}/list_top.yaml"), "expected a mapping"),
+    ("config file missing", train_with("--config", "{d}/nope.yaml"), "nope.yaml"),
+    # eval / predict
+    ("eval: empty data", ["eval", "classify", "--model", "{run}", "--data", "{bad}/empty.jsonl", "--metrics-out",
+                          "{out}"], "no records"),
+    ("eval: unseen label", ["eval", "classify", "--model", "{run}", "--data", "{bad}/unseen_label.jsonl",
+                            "--metrics-out", "{out}"], "was not seen in training"),
+    ("eval: unfinished run", ["eval", "classify", "--model", "{d}/unfinished_run", "--data", "{val}"], "did not finish"),
+    ("eval: damaged run.json", ["eval", "classify", "--model", "{d}/badjson_run", "--data", "{val}"], "not valid JSON"),
+    ("eval: damaged weights", ["eval", "classify", "--model", "{d}/badweights_run", "--data", "{val}"],
+     "weights.safetensors"),
+    ("eval: missing --data", ["eval", "classify", "--model", "{run}"], "--data"),
+    ("predict: base model", ["predict", "classify", "--model", "{model}", "--data", "{val}", "--output", "{out}"],
+     "needs a trained run folder"),
+    ("predict: malformed data", ["predict", "classify", "--model", "{run}", "--data", "{bad}/malformed.jsonl",
+                                 "--output", "{out}"], "malformed JSON"),
+    # inspect
+    ("inspect: missing folder", ["inspect", "{d}/nope"], "model folder not found"),
+    ("inspect: pickled weights", ["inspect", "{d}/pickled_model"], "never loaded"),
+    ("inspect: truncated weights", ["inspect", "{d}/truncated_model"], "truncated or corrupt"),
+    ("inspect: malformed config", ["inspect", "{d}/badcfg_model"], "config.json"),
+]
+
+
+def snapshot(root: Path) -> dict[str, int]:
+    """Every path under `root` with its modification time (the token cache may grow: it is not output)."""
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if "cache" not in p.relative_to(root).parts}
+
+
+@pytest.mark.parametrize("argv, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_line_error_and_no_output(env, tmp_path, capsys, argv, expected):
+    out = tmp_path / "out"
+    values = {**env, "out": str(out)}
+    args = [a.format(**values) for a in argv]
+    before = {k: snapshot(Path(env[k])) for k in ("run", "d")}
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code not in (0, None)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0] == lines[-1], err[-2000:]
+    assert expected in errors[0], errors[0]
+    assert not out.exists(), "partial output left behind"
+    assert before == {k: snapshot(Path(env[k])) for k in ("run", "d")}, "an existing folder was changed"
+    assert not Path("pwned.txt").exists()
