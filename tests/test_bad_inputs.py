@@ -5,15 +5,22 @@ no run folder / metrics / predictions behind. The README's "Faults and bad input
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from lightft.cli.main import main
 from tests.tiny_run import make_tiny_model, write_classify_jsonl
 
 BAD = Path(__file__).parent / "bad_inputs"
+
+
+class Evil:
+    def __reduce__(self):  # what a malicious pickle runs on load
+        return (os.system, ("echo pwned > pwned.txt",))
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +58,9 @@ def env(tmp_path_factory):
     badweights = d / "badweights_run"
     shutil.copytree(d / "run", badweights)
     (badweights / "weights.safetensors").write_bytes(b"\x00" * 64)
+    evil = d / "evil_ckpt_run"  # a run whose last checkpoint carries a pickled callable
+    shutil.copytree(d / "run", evil)
+    torch.save({"state_dict": {}, "x": Evil()}, evil / "checkpoints" / "last.ckpt")
     # an output folder holding something else
     (d / "other").mkdir()
     (d / "other" / "notes.txt").write_text("mine", encoding="utf-8")
@@ -99,6 +109,8 @@ CASES = [
     ("--resume with nothing to resume", train_with("--resume"), "nothing to resume"),
     ("--resume with other options", [a.replace("{out}", "{run}") for a in train_with("--resume", "--val", "{val}", "--batch-size", "3")],
      "--resume with --batch-size 3"),
+    ("--resume from a pickled checkpoint", [a.replace("{out}", "{d}/evil_ckpt_run") for a in train_with(
+        "--resume", "--val", "{val}", "--batch-size", "8")], "refusing to load"),
     ("--full with --lora-r", train_with("--lora-r", "16"), "--lora-r has no effect with --full"),
     ("--batch-size 0", train_with("--batch-size", "0"), "at least 1"),
     ("--epochs 0, no --max-steps", train_with("--epochs", "0", "--max-steps", "-1"), "nothing to train"),
