@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lightft.cli.main import main
-from tests.tiny_run import make_tiny_model, run_cli, write_classify_jsonl
+from tests.tiny_run import REPO, make_tiny_model, run_cli, write_classify_jsonl
 
 # 1 process x batch 8 vs 2 processes x batch 4: same global batches (lightft/data/sampler.py), gradients
 # all-reduced; what differs is float summation order (measured max |diff| ~1e-7 on these losses).
@@ -57,3 +57,37 @@ def test_ddp_two_processes_match_one_process_with_doubled_batch(data, tmp_path, 
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoints", "logs", "metrics.json", "run.json",
                                                                   "weights.safetensors"]
     assert sorted(p.suffix for p in (cache / "tokens").iterdir()) == [".pt", ".pt"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["torchrun", "lightning-head-only"])
+def test_other_launches_match_one_process(data, tmp_path, monkeypatch, launcher):
+    """torchrun starts both ranks at once (rank 0 prepares, rank 1 waits); head-only training runs DDP
+    without find_unused_parameters."""
+    extra = ["--full", "--freeze", "backbone"] if launcher == "lightning-head-only" else ["--full"]
+    monkeypatch.setenv("LIGHTFT_CACHE", str(tmp_path / "cache1"))
+    main([str(a) for a in args(data, tmp_path / "one", 8, *extra)])
+    ddp = args(data, tmp_path / "two", 4, *extra, "--devices", "2", "--strategy", "ddp")
+    if launcher == "torchrun":
+        cmd = ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "lightft"]
+        res = run_cli(ddp, tmp_path / "cache2", timeout=300, prefix=cmd)
+    else:
+        res = run_cli(ddp, tmp_path / "cache2", timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    one, two = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
+    assert sorted(one) == sorted(two)
+    assert max(abs(one[s] - two[s]) for s in one) <= LOSS_ATOL
+
+
+def test_launch_scripts_parse_and_use_real_flags():
+    import re
+    import subprocess
+
+    from lightft.options import Options
+
+    flags = {"--" + name.replace("_", "-") for name in Options.field_names()}
+    for script in (REPO / "scripts").iterdir():
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
+        command = re.search(r"-m lightft train(.*\\\n)*.*", script.read_text()).group(0)  # with continuations
+        used = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", command))
+        assert used and used <= flags, (script.name, used - flags)

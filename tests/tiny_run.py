@@ -47,9 +47,11 @@ def write_classify_jsonl(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
-def run_cli(args: list[str], cache: Path, timeout: float = 120, **popen) -> subprocess.CompletedProcess:
-    """`python -m lightft ARGS` with this worktree first on PYTHONPATH and a private token cache."""
+def run_cli(args: list[str], cache: Path, timeout: float = 120, prefix: tuple[str, ...] | list[str] = ("-m", "lightft"),
+            **popen) -> subprocess.CompletedProcess:
+    """`python -m lightft ARGS` (or `python PREFIX ARGS`) with this worktree first on PYTHONPATH and a
+    private token cache."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "LIGHTFT_CACHE": str(cache), "OMP_NUM_THREADS": "1",
            "PYTHONHASHSEED": "0"}
-    return subprocess.run([sys.executable, "-m", "lightft", *map(str, args)], env=env, capture_output=True,
+    return subprocess.run([sys.executable, *prefix, *map(str, args)], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=popen.pop("cwd", REPO), **popen)
