@@ -15,7 +15,7 @@ from lightft.errors import LightftError
 from lightft.options import Options
 from lightft.train.checkpointing import atomic_torch_save, load_checkpoint_file
 from lightft.train.distributed import build_strategy
-from tests.tiny_run import make_tiny_model, write_classify_jsonl
+from tests.tiny_run import make_tiny_model, needs_lora, write_classify_jsonl
 
 
 class Evil:
@@ -110,10 +110,13 @@ def train(tiny: Path, out: Path, monkeypatch, *extra: str) -> None:
           "--checkpoint-every", "1", *extra])
 
 
-def test_head_only_checkpoint_holds_trainable_tensors_and_their_optimiser_state(tiny, tmp_path, monkeypatch):
-    train(tiny, tmp_path / "run", monkeypatch, "--full", "--freeze", "backbone")  # head only (LoRA: after rebase)
+@pytest.mark.parametrize("mode", [("--full", "--freeze", "backbone"), pytest.param(("--lora",), marks=needs_lora)],
+                         ids=["head-only", "lora"])
+def test_partial_checkpoint_holds_trainable_tensors_and_their_optimiser_state(tiny, tmp_path, monkeypatch, mode):
+    train(tiny, tmp_path / "run", monkeypatch, *mode)
     ckpt = load_checkpoint_file(tmp_path / "run" / "checkpoints" / "last.ckpt")  # weights_only=True
-    assert ckpt["state_dict"] and all(k.startswith("head.") for k in ckpt["state_dict"])
+    assert ckpt["state_dict"] and all(k.startswith("head.") or ".lora_" in k for k in ckpt["state_dict"])
+    assert not any(k.endswith("q_proj.weight") for k in ckpt["state_dict"])  # frozen base weights stay out
     n_trainable = len(ckpt["state_dict"])
     (opt_state,) = ckpt["optimizer_states"]
     assert sum(len(g["params"]) for g in opt_state["param_groups"]) == n_trainable

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lightft.cli.main import main
-from tests.tiny_run import REPO, make_tiny_model, run_cli, write_classify_jsonl
+from tests.tiny_run import REPO, make_tiny_model, needs_lora, run_cli, write_classify_jsonl
 
 # 1 process x batch 8 vs 2 processes x batch 4: same global batches (lightft/data/sampler.py), gradients
 # all-reduced; what differs is float summation order (measured max |diff| ~1e-7 on these losses).
@@ -60,11 +60,12 @@ def test_ddp_two_processes_match_one_process_with_doubled_batch(data, tmp_path, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["torchrun", "lightning-head-only"])
+@pytest.mark.parametrize("launcher", ["torchrun", "lightning-head-only", pytest.param("lightning-lora", marks=needs_lora)])
 def test_other_launches_match_one_process(data, tmp_path, monkeypatch, launcher):
-    """torchrun starts both ranks at once (rank 0 prepares, rank 1 waits); head-only training runs DDP
-    without find_unused_parameters."""
-    extra = ["--full", "--freeze", "backbone"] if launcher == "lightning-head-only" else ["--full"]
+    """torchrun starts both ranks at once (rank 0 prepares, rank 1 waits); head-only and LoRA training run
+    DDP without find_unused_parameters (no unused-parameter error)."""
+    extra = {"torchrun": ["--full"], "lightning-head-only": ["--full", "--freeze", "backbone"],
+             "lightning-lora": ["--lora", "--lora-dropout", "0"]}[launcher]
     monkeypatch.setenv("LIGHTFT_CACHE", str(tmp_path / "cache1"))
     main([str(a) for a in args(data, tmp_path / "one", 8, *extra)])
     ddp = args(data, tmp_path / "two", 4, *extra, "--devices", "2", "--strategy", "ddp")

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from lightft.cli.main import main
-from tests.tiny_run import REPO, make_tiny_model, write_classify_jsonl
+from tests.tiny_run import REPO, make_tiny_model, needs_lora, write_classify_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +28,9 @@ def setup(tmp_path_factory):
     return d
 
 
-def train_args(d: Path, out: Path, *extra: str) -> list[str]:
+def train_args(d: Path, out: Path, mode: str, *extra: str) -> list[str]:
     return ["train", "classify", "--model", str(d / "bert"), "--train", str(d / "train.jsonl"), "--val",
-            str(d / "val.jsonl"), "--out", str(out), "--full", "--batch-size", "4", "--epochs", "3",
+            str(d / "val.jsonl"), "--out", str(out), mode, "--batch-size", "4", "--epochs", "3",
             "--checkpoint-every", "5", "--val-every", "7", "--threads", "1", "--no-progress", "--log-every", "1",
             "--lr", "1e-3", *extra]
 
@@ -58,13 +58,14 @@ main(sys.argv[1:])
 """
 
 
-def test_sigkill_then_resume_gives_the_same_weights(setup, tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["--full", pytest.param("--lora", marks=[pytest.mark.slow, needs_lora])])
+def test_sigkill_then_resume_gives_the_same_weights(setup, tmp_path, monkeypatch, mode):
     d, cache = setup, tmp_path / "cache"
-    run_in_process(train_args(d, tmp_path / "ref"), cache, monkeypatch)
+    run_in_process(train_args(d, tmp_path / "ref", mode), cache, monkeypatch)
 
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO), "LIGHTFT_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *train_args(d, out)], env=env, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *train_args(d, out, mode)], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = out / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
@@ -77,7 +78,7 @@ def test_sigkill_then_resume_gives_the_same_weights(setup, tmp_path, monkeypatch
     assert not (out / "weights.safetensors").exists()
     killed_at = torch.load(last, weights_only=True)["global_step"]
 
-    run_in_process(train_args(d, out, "--resume"), cache, monkeypatch)
+    run_in_process(train_args(d, out, mode, "--resume"), cache, monkeypatch)
 
     ref, got = load_file(str(tmp_path / "ref" / "weights.safetensors")), load_file(str(out / "weights.safetensors"))
     assert ref.keys() == got.keys()

@@ -55,3 +55,20 @@ def run_cli(args: list[str], cache: Path, timeout: float = 120, prefix: tuple[st
            "PYTHONHASHSEED": "0"}
     return subprocess.run([sys.executable, *prefix, *map(str, args)], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=popen.pop("cwd", REPO), **popen)
+
+
+def lora_available() -> bool:
+    """True once lightft.lora (the package) is present; the interim placeholder module supports --full only."""
+    import importlib.util
+
+    return importlib.util.find_spec("lightft.lora.apply") is not None if _is_package("lightft.lora") else False
+
+
+def _is_package(name: str) -> bool:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    return spec is not None and spec.submodule_search_locations is not None
+
+
+needs_lora = __import__("pytest").mark.skipif(not lora_available(), reason="lightft.lora is not on this branch yet")
