@@ -29,6 +29,7 @@ def setup(tmp_path_factory):
 
 
 def train_args(d: Path, out: Path, mode: str, *extra: str) -> list[str]:
+    """3 epochs of 12 steps (batch 4; with 2 ranks: 6 steps), last.ckpt every 5 steps and at epoch ends."""
     return ["train", "classify", "--model", str(d / "bert"), "--train", str(d / "train.jsonl"), "--val",
             str(d / "val.jsonl"), "--out", str(out), mode, "--batch-size", "4", "--epochs", "3",
             "--checkpoint-every", "5", "--val-every", "7", "--threads", "1", "--no-progress", "--log-every", "1",
@@ -95,3 +96,33 @@ def test_sigkill_then_resume_gives_the_same_weights(setup, tmp_path, monkeypatch
     for k in ref_last["state_dict"]:  # the final (not only the best) weights agree too
         assert torch.equal(ref_last["state_dict"][k], got_last["state_dict"][k]), k
     print(f"killed after checkpoint {seen} (target {target}), at step {killed_at} of 36; resumed weights identical")
+
+
+@pytest.mark.slow
+def test_ddp_sigkill_then_resume_gives_the_same_weights(setup, tmp_path, monkeypatch):
+    """2 gloo processes with dropout: every rank's RNG state and data position come back on resume."""
+    d, cache = setup, tmp_path / "cache"
+    ddp = ["--lora", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LIGHTFT_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    ref = subprocess.run([sys.executable, "-m", "lightft", *train_args(d, tmp_path / "ref", *ddp)], env=env,
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    script = tmp_path / "slow_cli.py"  # Lightning re-runs this file for rank 1, so it must be a file
+    script.write_text(SLOW_CLI)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(script), *train_args(d, out, *ddp)], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(random.SystemRandom().uniform(0.0, 0.5))
+    os.killpg(proc.pid, signal.SIGKILL)  # both ranks
+    proc.wait()
+    killed_at = torch.load(last, weights_only=True)["global_step"]
+    res = subprocess.run([sys.executable, "-m", "lightft", *train_args(d, out, *ddp, "--resume")], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a, b = load_file(str(tmp_path / "ref" / "weights.safetensors")), load_file(str(out / "weights.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a), f"weights differ after resuming from step {killed_at}"
+    print(f"DDP: killed at step {killed_at}; resumed weights identical")

@@ -115,13 +115,14 @@ def _rng_tensors() -> dict[str, torch.Tensor]:
 
 
 def _set_rng_tensors(s: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(s["torch"].cpu().to(torch.uint8))
+    # a fresh tensor: torch reads the raw storage of the state it is given (a view would crash it)
+    torch.set_rng_state(s["torch"].to("cpu", torch.uint8).clone())
     gauss = float(s["python_gauss"][0])
     random.setstate((3, tuple(int(x) for x in s["python"].tolist()), None if gauss != gauss else gauss))
     pos, has_gauss, cached = s["numpy_meta"].tolist()
     np.random.set_state(("MT19937", s["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
     if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state(s["cuda"].cpu().to(torch.uint8))
+        torch.cuda.set_rng_state(s["cuda"].to("cpu", torch.uint8).clone())
 
 
 class RngState(L.Callback):
@@ -142,7 +143,7 @@ class RngState(L.Callback):
         device = trainer.strategy.root_device
         gathered = {k: trainer.strategy.all_gather(v.to(device)).cpu() for k, v in local.items()}  # (W, ...)
         return {"world_size": trainer.world_size,
-                "ranks": [{k: v[r] for k, v in gathered.items()} for r in range(trainer.world_size)]}
+                "ranks": [{k: v[r].clone() for k, v in gathered.items()} for r in range(trainer.world_size)]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         rank = self._trainer.global_rank if self._trainer is not None else 0
