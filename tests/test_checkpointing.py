@@ -61,7 +61,8 @@ def test_sampler_ranks_together_see_the_global_batches_and_resume_skips_consumed
     ranks = [list(ResumableSampler(n, lambda s: random_order(n, s), seed=7, num_replicas=2, rank=r)) for r in (0, 1)]
     padded = one + one[: 24 - n]
     for k in range(len(ranks[0]) // b):  # k-th batch of each rank = k-th global batch of size 2b
-        assert sorted(ranks[0][k * b:(k + 1) * b] + ranks[1][k * b:(k + 1) * b]) == sorted(padded[2 * k * b:2 * (k + 1) * b])
+        together = ranks[0][k * b:(k + 1) * b] + ranks[1][k * b:(k + 1) * b]
+        assert sorted(together) == sorted(padded[2 * k * b:2 * (k + 1) * b])
     s = ResumableSampler(n, lambda s: random_order(n, s), seed=7)
     s.set_epoch(3)
     full = list(s)
@@ -155,7 +156,8 @@ def test_chat_template_cannot_reach_python_internals(tmp_path):
 
     make_tiny_model(tmp_path / "m")
     cfg = json.loads((tmp_path / "m" / "tokenizer_config.json").read_text())
-    cfg["chat_template"] = "{{ ''.__class__.__mro__[1].__subclasses__() }}{{ cycler.__init__.__globals__.os.system('echo pwned') }}"
+    cfg["chat_template"] = ("{{ ''.__class__.__mro__[1].__subclasses__() }}"
+                            "{{ cycler.__init__.__globals__.os.system('echo pwned') }}")
     (tmp_path / "m" / "tokenizer_config.json").write_text(json.dumps(cfg))
     tok = load_tokenizer(tmp_path / "m")
     with pytest.raises(LightftError, match="chat template refused"):

@@ -60,7 +60,8 @@ def test_ddp_two_processes_match_one_process_with_doubled_batch(data, tmp_path, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["torchrun", "lightning-head-only", pytest.param("lightning-lora", marks=needs_lora)])
+@pytest.mark.parametrize("launcher", ["torchrun", "lightning-head-only",
+                                      pytest.param("lightning-lora", marks=needs_lora)])
 def test_other_launches_match_one_process(data, tmp_path, monkeypatch, launcher):
     """torchrun starts both ranks at once (rank 0 prepares, rank 1 waits); head-only and LoRA training run
     DDP without find_unused_parameters (no unused-parameter error)."""

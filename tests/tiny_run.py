@@ -3,12 +3,15 @@ classification data set, and running `python -m lightft` in a subprocess with th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["good", "bad", "great", "awful", "fine", "movie", "plot", "actor", "boring", "fun", "the", "a", "was",
@@ -41,7 +44,8 @@ def write_classify_jsonl(path: Path, n: int, seed: int = 0) -> Path:
     lines = []
     for _ in range(n):
         words = [rng.choice(WORDS) for _ in range(rng.randint(3, 12))]
-        score = sum(w in ("good", "great", "fine", "fun") for w in words) - sum(w in ("bad", "awful", "boring") for w in words)
+        score = sum(w in ("good", "great", "fine", "fun") for w in words) - sum(w in ("bad", "awful", "boring")
+                                                                            for w in words)
         lines.append(json.dumps({"text": " ".join(words), "label": "pos" if score >= 0 else "neg"}))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -57,18 +61,11 @@ def run_cli(args: list[str], cache: Path, timeout: float = 120, prefix: tuple[st
                           text=True, timeout=timeout, cwd=popen.pop("cwd", REPO), **popen)
 
 
+
 def lora_available() -> bool:
-    """True once lightft.lora (the package) is present; the interim placeholder module supports --full only."""
-    import importlib.util
-
-    return importlib.util.find_spec("lightft.lora.apply") is not None if _is_package("lightft.lora") else False
-
-
-def _is_package(name: str) -> bool:
-    import importlib.util
-
-    spec = importlib.util.find_spec(name)
-    return spec is not None and spec.submodule_search_locations is not None
+    """True once the lightft.lora package is present (an interim placeholder module supported --full only)."""
+    return importlib.util.find_spec("lightft.lora") is not None and \
+        importlib.util.find_spec("lightft.lora").submodule_search_locations is not None
 
 
-needs_lora = __import__("pytest").mark.skipif(not lora_available(), reason="lightft.lora is not on this branch yet")
+needs_lora = pytest.mark.skipif(not lora_available(), reason="lightft.lora is not on this branch yet")

@@ -141,7 +141,8 @@ class TaskModule(L.LightningModule):
         bad = next((k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not v.isfinite().all()),
                    None)
         if self.any_rank(bad is not None):
-            raise FloatingPointError(f"weights became non-finite by step {self.global_step} ({bad or 'on another rank'}); "
+            where = bad or "on another rank"
+            raise FloatingPointError(f"weights became non-finite by step {self.global_step} ({where}); "
                                      "this checkpoint is not saved")
         checkpoint["lightft"] = {"task": self.task, "task_state": self.task_state(), "options": self.opts.to_dict()}
 

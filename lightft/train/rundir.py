@@ -1,0 +1,127 @@
+"""The run folder: validating --out / --resume / --overwrite before anything is written, and its files.
+
+A run folder holds: run.json (task, resolved options, base model, task state such as label names),
+weights.safetensors (trainable tensors: LoRA factors + head, or everything under --full),
+checkpoints/ (`last.ckpt` and `best.ckpt`), logs/metrics.csv and metrics.json.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lightft.checkpoint import read_json
+from lightft.errors import LightftError
+from lightft.options import Options
+from lightft.train.checkpointing import LAST, load_checkpoint_file
+
+RUN_FILE, WEIGHTS_FILE = "run.json", "weights.safetensors"
+
+
+def is_run_dir(path: Optional[str]) -> bool:
+    return bool(path) and (Path(path) / RUN_FILE).is_file()
+
+
+def read_run(run_dir: str) -> dict[str, Any]:
+    info = read_json(Path(run_dir) / RUN_FILE)
+    for key in ("task", "base_model", "options"):
+        if key not in info:
+            raise LightftError(f"{run_dir}/{RUN_FILE}: missing key {key!r}; the run folder is damaged")
+    return info
+
+
+# Options a resumed run must share with the run it continues (anything else may change, e.g. --progress).
+RESUME_MUST_MATCH = ("model", "train", "val", "init", "lora", "lora_r", "lora_alpha", "lora_targets", "rslora",
+                     "freeze", "batch_size", "grad_accum", "seed", "max_length", "overlong", "format",
+                     "text_column", "pair_column", "label_column", "val_fraction", "group_by_length",
+                     "limit_train", "dtype", "schedule", "warmup", "weight_decay", "lr", "head_lr", "num_nodes")
+
+
+LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "rslora")
+
+
+def check_train_options(opts: Options) -> None:
+    """Conflicting or missing options, reported before anything is read or written."""
+    if not opts.out:
+        raise LightftError("--out is required: the run folder to write")
+    if opts.resume and opts.overwrite:
+        raise LightftError("--resume and --overwrite conflict: --resume continues the run in --out, --overwrite "
+                           "deletes it; choose one")
+    if opts.checkpoint_every is not None and opts.checkpoint_every < 1:
+        raise LightftError("--checkpoint-every must be a positive number of optimiser steps, "
+                           f"not {opts.checkpoint_every}")
+    for name in ("batch_size", "grad_accum", "max_length", "num_nodes"):
+        if getattr(opts, name) < 1:
+            raise LightftError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(opts, name)}")
+    if opts.epochs < 1 and opts.max_steps < 1:
+        raise LightftError("nothing to train: set --epochs or --max-steps to at least 1")
+    if opts.train is None:
+        raise LightftError("--train is required: the training data file")
+    if not opts.lora:
+        defaults = Options()
+        given = [k for k in LORA_ONLY if getattr(opts, k) != getattr(defaults, k)]
+        if given:
+            raise LightftError(f"--{given[0].replace('_', '-')} has no effect with --full (it sets up LoRA); "
+                               "drop it, or train with --lora")
+
+
+def prepare_run_dir(opts: Options) -> Path:
+    """Validate --out: new, --resume of the same run, or --overwrite. Never mixes two runs."""
+    out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise LightftError(f"{out}: --out must be a folder, and this is a file")
+    if opts.resume:
+        if not is_run_dir(opts.out) or not (out / "checkpoints" / LAST).is_file():
+            raise LightftError(f"{out}: nothing to resume (no run.json and checkpoints/{LAST}); drop --resume")
+        saved = read_run(opts.out)["options"]
+        now = opts.to_dict()
+        changed = [k for k in RESUME_MUST_MATCH if k in saved and saved[k] != now[k]]
+        if changed:
+            k = changed[0]
+            raise LightftError(f"{out}: --resume with --{k.replace('_', '-')} {now[k]!r}, but the run was started with "
+                               f"{saved[k]!r}; resume with the options of the run ({len(changed)} differ: "
+                               f"{', '.join(changed)})")
+        load_checkpoint_file(out / "checkpoints" / LAST, mmap=True)  # refused / damaged: stop before any change
+        return out
+    if out.exists() and any(out.iterdir()):
+        if not opts.overwrite:
+            what = "another run" if is_run_dir(opts.out) else "other files"
+            raise LightftError(f"{out}: folder already holds {what}; choose a new --out, add --resume to "
+                               "continue it, or --overwrite to replace it")
+        if not is_run_dir(opts.out):
+            raise LightftError(f"{out}: --overwrite only replaces a run folder (with {RUN_FILE}), and this folder "
+                               "holds other files; choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def keep_earlier_log(run_dir: Path) -> None:
+    """Lightning's CSV logger starts logs/metrics.csv afresh: keep the part before a resume beside it."""
+    log = run_dir / "logs" / "metrics.csv"
+    if log.is_file():
+        n = len(list(log.parent.glob("metrics.part*.csv"))) + 1
+        os.replace(log, log.with_name(f"metrics.part{n}.csv"))
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A run's weights.safetensors (never a pickle); a missing or damaged file is a one-line error."""
+    if not path.is_file():
+        raise LightftError(f"{path}: missing; the run did not finish (resume it with --resume)")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error type for damaged headers
+        raise LightftError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:120]}); "
+                           "the file is truncated or corrupt") from None
+
+
+def save_weights(module: Any, path: Path) -> None:
+    """The trainable tensors as safetensors, written atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.trainable_state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
