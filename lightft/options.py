@@ -118,6 +118,13 @@ def check_value(name: str, value: Any, source: str) -> Any:
         return value
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if float in allowed and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if str in allowed and isinstance(value, int) and not isinstance(value, bool):  # devices: 2
+        return str(value)
     if isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed):
         choices = next(f.metadata.get("choices") for f in fields(Options) if f.name == name)
         if choices and value not in choices:

@@ -183,3 +183,19 @@ def test_bad_input_gives_one_line_error_and_no_output(env, tmp_path, capsys, arg
     assert not out.exists(), "partial output left behind"
     assert before == {k: snapshot(Path(env[k])) for k in ("run", "d")}, "an existing folder was changed"
     assert not Path("pwned.txt").exists()
+
+
+def test_config_values_are_checked_against_the_option_types(tmp_path):
+    from lightft.errors import LightftError
+    from lightft.options import Options, read_config_file
+
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("lr: 1e-4\ndevices: 2\nwarmup: 0\nschedule: cosine\n", encoding="utf-8")  # YAML's 1e-4 is a str
+    opts = Options.from_dict(read_config_file(ok), str(ok))
+    assert (opts.lr, opts.devices, opts.warmup, opts.schedule) == (1e-4, "2", 0.0, "cosine")
+    for bad, words in [("epochs: true", "epochs must be int"), ("schedule: zigzag", "not one of"),
+                       ("lora: 'yes'", "lora must be bool"), ("batch_size: [1, 2]", "batch_size must be int")]:
+        f = tmp_path / "bad.yaml"
+        f.write_text(bad + "\n", encoding="utf-8")
+        with pytest.raises(LightftError, match=words):
+            Options.from_dict(read_config_file(f), str(f))

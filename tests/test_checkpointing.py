@@ -90,8 +90,9 @@ def test_strategy_settings():
     assert isinstance(full, DDPStrategy) and full._ddp_kwargs["find_unused_parameters"] is True
     assert lora._ddp_kwargs["find_unused_parameters"] is False  # every LoRA factor and the head get gradients
     fsdp = build_strategy(Options(strategy="fsdp"))
-    assert isinstance(fsdp, FSDPStrategy) and fsdp.kwargs["auto_wrap_policy"].__dict__.get("_module_classes",
-                                                                                           {Block}) == {Block}
+    policy = fsdp.kwargs["auto_wrap_policy"]  # torch's ModuleWrapPolicy: one FSDP unit per Block
+    assert isinstance(fsdp, FSDPStrategy) and policy._module_classes == {Block}
+    assert fsdp.kwargs["use_orig_params"] is True  # frozen and trainable tensors may share a unit (LoRA)
     assert build_strategy(Options(strategy="auto")) == "auto"
 
 
