@@ -152,6 +152,15 @@ CASES = [
      "needs a trained run folder"),
     ("predict: malformed data", ["predict", "classify", "--model", "{run}", "--data", "{bad}/malformed.jsonl",
                                  "--output", "{out}"], "malformed JSON"),
+    # export / convert
+    ("export: not a run", ["export", "{model}", "--out", "{out}"], "not a run folder"),
+    ("export: unfinished run", ["export", "{d}/unfinished_run", "--out", "{out}"], "did not finish"),
+    ("export: damaged weights", ["export", "{d}/badweights_run", "--out", "{out}"], "weights.safetensors"),
+    ("export: adapter of a --full run", ["export", "{run}", "--out", "{out}", "--adapter"], "--merged"),
+    ("export: --out not empty", ["export", "{run}", "--out", "{d}/other"], "not empty"),
+    ("convert: not a GGUF file", ["convert", "gguf", "{bad}/ok.csv", "{out}"], "not a readable GGUF file"),
+    ("convert: empty file", ["convert", "gguf", "{bad}/empty.jsonl", "{out}"], "not a readable GGUF file"),
+    ("convert: missing file", ["convert", "gguf", "{d}/nope.gguf", "{out}"], "not found"),
     # inspect
     ("inspect: missing folder", ["inspect", "{d}/nope"], "model folder not found"),
     ("inspect: pickled weights", ["inspect", "{d}/pickled_model"], "never loaded"),
