@@ -1,0 +1,73 @@
+"""`lightft export`: a trained run becomes a transformers-readable merged folder or a PEFT adapter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.tiny_run import make_tiny_model, run_cli, write_classify_jsonl
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    model = make_tiny_model(tmp / "model")
+    data = write_classify_jsonl(tmp / "train.jsonl", 64)
+    run = tmp / "run"
+    res = run_cli(["train", "classify", "--model", model, "--train", data, "--out", run, "--max-steps", "3",
+                   "--batch-size", "8", "--lora-targets", "q,v", "--lr", "1e-2", "--no-progress"], tmp / "cache")
+    assert res.returncode == 0, res.stderr[-2000:]
+    return tmp, model, run
+
+
+def _lightft_hidden(run, ids):
+    from lightft.train.run import load_run_module
+
+    module, _ = load_run_module(str(run))
+    module.eval()
+    with torch.no_grad():
+        return module.backbone(ids).hidden_states
+
+
+def test_merged_export_loads_in_transformers(lora_run):
+    transformers = pytest.importorskip("transformers")
+    tmp, _, run = lora_run
+    out = tmp / "merged"
+    res = run_cli(["export", run, "--out", out, "--merged"], tmp / "cache")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((out / "lightft_task.json").read_text())["task"] == "classify"
+    assert (out / "lightft_head.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    ids = torch.randint(5, 25, (2, 7))
+    hf = transformers.AutoModel.from_pretrained(out).eval()
+    with torch.no_grad():
+        expected = hf(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(_lightft_hidden(run, ids), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_adapter_export_loads_in_peft(lora_run):
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    tmp, model, run = lora_run
+    out = tmp / "adapter"
+    res = run_cli(["export", run, "--out", out, "--adapter"], tmp / "cache")
+    assert res.returncode == 0, res.stderr[-2000:]
+    base = transformers.AutoModel.from_pretrained(model)
+    hf = peft.PeftModel.from_pretrained(base, out).eval()
+    ids = torch.randint(5, 25, (2, 7))
+    with torch.no_grad():
+        expected = hf(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(_lightft_hidden(run, ids), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_export_refuses_non_empty_out_and_non_runs(lora_run):
+    tmp, model, run = lora_run
+    busy = tmp / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    res = run_cli(["export", run, "--out", busy], tmp / "cache")
+    assert res.returncode != 0 and "not empty" in res.stderr and (busy / "keep.txt").read_text() == "mine"
+    res = run_cli(["export", model, "--out", tmp / "x"], tmp / "cache")
+    assert res.returncode != 0 and "not a run folder" in res.stderr.strip().splitlines()[-1]
+    assert not (tmp / "x").exists()
