@@ -184,16 +184,22 @@ def train(task: str, opts: Options) -> dict[str, Any]:
 
 
 def init_weights(module: TaskModule, run_dir: str) -> None:
-    """--init: copy an earlier run's trained tensors; head tensors of another shape stay fresh (reported)."""
+    """--init: copy an earlier run's trained tensors; head tensors of another shape stay fresh (reported).
+
+    A run of another task (e.g. mlm -> qa) gives only its backbone: its head belongs to that task.
+    """
     if not is_run_dir(run_dir):
         raise LightftError(f"--init {run_dir}: not a run folder (no {RUN_FILE})")
     state = read_weights(Path(run_dir) / WEIGHTS_FILE)
     own = module.state_dict()
-    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape and k.startswith("head.")]
+    other_task = read_run(run_dir)["task"] != module.task
+    skipped = [k for k, v in state.items() if k.startswith("head.")
+               and (other_task or (k in own and own[k].shape != v.shape))]
     state = {k: v for k, v in state.items() if k not in skipped}
     module.load_trainable(state, f"{run_dir}/{WEIGHTS_FILE}")
     if skipped:
-        print(f"[init] head tensors of another shape left freshly initialised: {', '.join(skipped)}", file=sys.stderr)
+        print(f"[init] head tensors of another task or shape left freshly initialised: {', '.join(skipped)}",
+              file=sys.stderr)
 
 
 def module_for(task: str, model: str, opts: Options) -> tuple[TaskModule, Any, dict[str, Any]]:
