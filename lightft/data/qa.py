@@ -160,6 +160,9 @@ class QADataModule(TaskDataModule):
             if data and sum(e["example_id"] == data[-1]["example_id"] for e in data) < data[-1]["n_windows"]:
                 last = data[-1]["example_id"]
                 self.datasets[split] = [e for e in data if e["example_id"] != last]
+                if not self.datasets[split]:
+                    raise LightftError(f"--limit-val {self.opts.limit_val} keeps no complete question "
+                                       f"(question {last} has {data[-1]['n_windows']} windows); raise it")
 
     def collate(self, examples: list[Example]) -> dict[str, Any]:
         ids = [e["input_ids"] for e in examples]
