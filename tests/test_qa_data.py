@@ -153,3 +153,16 @@ def test_limit_val_never_keeps_part_of_a_question(tmp_path, tokenizer):
     dm2 = QADataModule(tokenizer, Options(cache=False, max_length=24, doc_stride=6, limit_val=n + 2), val_file=path)
     dm2.setup("validate")
     assert [e["example_id"] for e in dm2.datasets["val"]] == ["a"] * n
+
+
+def test_held_out_validation_takes_whole_questions(tmp_path, tokenizer):
+    words = [WORDS[i % len(WORDS)] for i in range(60)]
+    context = " ".join(words)
+    qas = [(f"q{i // 3}_{i % 3:03d}", "which?", [(words[i], sum(len(w) + 1 for w in words[:i]))]) for i in range(30)]
+    path = squad_file(tmp_path / "t.json", [(context, qas)])
+    dm = QADataModule(tokenizer, Options(cache=False, max_length=24, doc_stride=6, val_fraction=0.3), train_file=path)
+    dm.setup("fit")
+    train_q = {e["example_id"].split("_")[0] for e in dm.datasets["train"]}
+    val_q = {e["example_id"].split("_")[0] for e in dm.datasets["val"]}
+    assert len(val_q) == 3 and not train_q & val_q  # BioASQ-style snippets of one question stay together
+    assert len(dm.datasets["val"]) == sum(e["n_windows"] for e in dm.datasets["val"] if e["window"] == 0)

@@ -14,7 +14,7 @@ from conftest import minilm_dir
 from lightft.cli.main import main
 from lightft.data.qa import QADataModule
 from lightft.options import Options
-from lightft.train.run import build_module, init_weights
+from lightft.train.run import build_module, init_weights, load_run_module
 from lightft.tokenizer import load_tokenizer
 
 WORDS = "apple river stone cloud green house music paper light table".split()
@@ -81,8 +81,6 @@ def test_train_eval_predict(qa_run, squad, tmp_path, capsys):
 
 def test_windows_of_one_question_across_batches(qa_run, encoder, squad):
     """Scoring does not depend on how windows fall into batches (batch size 1 vs all at once)."""
-    from lightft.train.run import load_run_module
-
     module, _ = load_run_module(qa_run)
     module.eval()
     dm = QADataModule(load_tokenizer(encoder), module.opts, eval_file=squad)
@@ -99,7 +97,7 @@ def test_windows_of_one_question_across_batches(qa_run, encoder, squad):
     assert results[0] == pytest.approx(results[1], abs=1e-4)
 
 
-def test_init_from_mlm_takes_backbone_not_head_and_qa_takes_both(encoder, qa_run, tmp_path):
+def test_init_from_mlm_takes_backbone_not_head_and_qa_takes_both(encoder, qa_run, squad, tmp_path):
     docs = tmp_path / "docs.txt"
     docs.write_text("\n".join(f"the {w} is near the {v}" for w in WORDS for v in WORDS[:3]), encoding="utf-8")
     mlm_run = tmp_path / "mlm"
@@ -117,6 +115,15 @@ def test_init_from_mlm_takes_backbone_not_head_and_qa_takes_both(encoder, qa_run
             torch.testing.assert_close(own[key], value)
     for key, value in fresh.head.state_dict().items():
         torch.testing.assert_close(value, head_before[key])  # the MLM head was not loaded into the span head
+
+    # a head-only step after the full mlm step saves only its head: loading it must re-apply the mlm backbone
+    head_only = tmp_path / "head_only"
+    main(["train", "qa", "--model", encoder, "--init", str(mlm_run), "--train", squad, "--out", str(head_only),
+          "--freeze", "backbone", *SMALL])
+    assert all(k.startswith("head.") for k in load_file(str(head_only / "weights.safetensors")))
+    reloaded, _ = load_run_module(str(head_only))
+    torch.testing.assert_close(reloaded.backbone.layers[0].attn.q_proj.weight,
+                               mlm_weights["backbone.layers.0.attn.q_proj.weight"])
 
     chained = build_module("qa", encoder, opts, {})
     init_weights(chained, qa_run)

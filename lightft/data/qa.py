@@ -14,6 +14,7 @@ same for every encoder tokenizer that has [CLS] and [SEP].
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Optional
 
 import torch
@@ -78,6 +79,19 @@ def _check_question(where: str, n: int, para: dict[str, Any], qa: Any, need_answ
                                f"(context there reads {context[max(0, start):start + len(text)]!r})")
         spans.append((text, start))
     return {"id": qid, "question": question, "context": context, "answers": spans}
+
+
+_GROUPED_ID = re.compile(r"^(.+)_(\d+)$")  # BioASQ in SQuAD form: <question id>_<snippet number>
+
+
+def question_groups(ids: list[str], mode: str) -> Optional[dict[str, str]]:
+    """id -> question id for BioASQ-style `<question>_<nnn>` ids, or None when ids are not grouped."""
+    if mode == "no":
+        return None
+    matches = {i: _GROUPED_ID.match(i) for i in ids}
+    if mode == "auto" and (not all(matches.values()) or len({m.group(1) for m in matches.values()}) == len(ids)):
+        return None
+    return {i: (m.group(1) if m else i) for i, m in matches.items()}
 
 
 def char_span_to_tokens(starts: list[int], ends: list[int], char_start: int, char_end: int) -> Optional[tuple[int, int]]:
@@ -152,6 +166,20 @@ class QADataModule(TaskDataModule):
                 })
             stats["windows"] += len(win_starts)
         return examples, stats
+
+    def split(self, examples: list[Example]) -> tuple[list[Example], list[Example]]:
+        """Seeded hold-out of whole questions (all windows; all snippets of a BioASQ question), never parts."""
+        ids = list(dict.fromkeys(e["example_id"] for e in examples))
+        groups = question_groups(ids, self.opts.question_groups) or {i: i for i in ids}
+        keys = list(dict.fromkeys(groups.values()))
+        g = torch.Generator().manual_seed(self.opts.seed)
+        n_val = max(1, int(len(keys) * self.opts.val_fraction))
+        if n_val >= len(keys):
+            raise LightftError(f"{self.files['train']}: too few questions ({len(keys)}) to hold out a validation "
+                               "split; pass --val or lower --val-fraction")
+        held = {keys[i] for i in torch.randperm(len(keys), generator=g)[:n_val].tolist()}
+        return ([e for e in examples if groups[e["example_id"]] not in held],
+                [e for e in examples if groups[e["example_id"]] in held])
 
     def setup(self, stage: Optional[str] = None) -> None:
         super().setup(stage)

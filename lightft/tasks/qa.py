@@ -13,7 +13,6 @@ measures. `predict` emits a question's record as soon as its last window has bee
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from typing import Any, Optional
 
@@ -21,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightft.data.qa import question_groups
 from lightft.tasks.qa_metrics import factoid_metrics, normalize_answer, squad_metrics
 from lightft.train.module import TaskModule
 
 Window = dict[str, Any]  # one window's logits over its context tokens + what maps them back to text
-_GROUPED_ID = re.compile(r"^(.+)_(\d+)$")
 
 
 class SpanHead(nn.Module):
@@ -78,16 +77,6 @@ def best_answers(windows: list[Window], n_best: int, max_answer_length: int, top
     probs = torch.tensor([s for _, s in ranked]).softmax(0).tolist()
     return [{"answer": t, "score": round(s, 4), "probability": round(p, 6)}
             for (t, s), p in zip(ranked[:top_k], probs[:top_k])]
-
-
-def question_groups(ids: list[str], mode: str) -> Optional[dict[str, str]]:
-    """id -> question id for BioASQ-style `<question>_<nnn>` ids, or None when ids are not grouped."""
-    if mode == "no":
-        return None
-    matches = {i: _GROUPED_ID.match(i) for i in ids}
-    if mode == "auto" and (not all(matches.values()) or len({m.group(1) for m in matches.values()}) == len(ids)):
-        return None
-    return {i: (m.group(1) if m else i) for i, m in matches.items()}
 
 
 def rank_per_question(answers: dict[str, list[dict[str, Any]]], groups: dict[str, str], k: int) -> dict[str, list[str]]:
