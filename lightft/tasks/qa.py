@@ -42,6 +42,19 @@ class SpanHead(nn.Module):
         return start, end
 
 
+def windows_from_batch(batch: dict[str, Any], start: torch.Tensor, end: torch.Tensor) -> list[Window]:
+    """Cut (B, T) start / end logits down to each window's context tokens (CPU), with what maps them to text."""
+    start, end = start.detach().float().cpu(), end.detach().float().cpu()
+    out = []
+    for b, eid in enumerate(batch["example_id"]):
+        lo, n = batch["ctx_offset"][b], len(batch["char_starts"][b])
+        out.append({"example_id": eid, "window": batch["window"][b], "n_windows": batch["n_windows"][b],
+                    "start_logits": start[b, lo:lo + n].clone(), "end_logits": end[b, lo:lo + n].clone(),
+                    "char_starts": batch["char_starts"][b], "char_ends": batch["char_ends"][b],
+                    "context": batch["context"][b], "answers": batch["answers"][b]})
+    return out
+
+
 def window_candidates(win: Window, n_best: int, max_answer_length: int) -> list[tuple[float, int, int]]:
     """(score, char_start, char_end) of the n-best valid spans of one window; score = start + end logit."""
     start, end = win["start_logits"], win["end_logits"]  # (n_ctx,) each
@@ -128,18 +141,10 @@ class QAModule(TaskModule):
                       + F.cross_entropy(out["end_logits"], batch["end_positions"]))
 
     def _store(self, stage: str, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> list[Window]:
-        """Keep each window's context-token logits (CPU) keyed by (id, window): duplicates collapse."""
-        start, end = out["start_logits"].detach().cpu(), out["end_logits"].detach().cpu()
-        stored = []
-        for b, eid in enumerate(batch["example_id"]):
-            lo = batch["ctx_offset"][b]
-            n = len(batch["char_starts"][b])
-            win = {"example_id": eid, "window": batch["window"][b], "n_windows": batch["n_windows"][b],
-                   "start_logits": start[b, lo:lo + n].clone(), "end_logits": end[b, lo:lo + n].clone(),
-                   "char_starts": batch["char_starts"][b], "char_ends": batch["char_ends"][b],
-                   "context": batch["context"][b], "answers": batch["answers"][b]}
-            self._windows[stage][(eid, win["window"])] = win
-            stored.append(win)
+        """Keep each window's context-token logits keyed by (id, window): duplicates (padded DDP) collapse."""
+        stored = windows_from_batch(batch, out["start_logits"], out["end_logits"])
+        for win in stored:
+            self._windows[stage][(win["example_id"], win["window"])] = win
         return stored
 
     def update_metrics(self, stage: str, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> None:
