@@ -140,3 +140,16 @@ def test_bad_qa_file_is_one_line_error(encoder, tmp_path, capsys):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "question q-17: answer_start 0 does not match" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_lora_init_continues_the_same_adapter(encoder, squad, tmp_path):
+    lora = [a for a in SMALL if a != "--full"] + ["--lora-r", "4"]
+    first = tmp_path / "lora1"
+    main(["train", "qa", "--model", encoder, "--train", squad, "--out", str(first), *lora])
+    saved = load_file(str(first / "weights.safetensors"))
+    key = "backbone.layers.0.attn.q_proj.lora_B"
+    assert key in saved and saved[key].abs().sum() > 0  # trained (B starts at zero)
+    second = build_module("qa", encoder, Options(lora_r=4), {})
+    init_weights(second, str(first))
+    torch.testing.assert_close(second.state_dict()[key], saved[key])
+    torch.testing.assert_close(second.head.qa_outputs.weight, saved["head.qa_outputs.weight"])
