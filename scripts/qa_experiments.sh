@@ -7,14 +7,13 @@ MODEL=${1:?usage: qa_experiments.sh MODEL_DIR OUT_DIR}
 OUT=${2:?usage: qa_experiments.sh MODEL_DIR OUT_DIR}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${DATA:-$HERE/../shared/data}
-LIGHTFT=${LIGHTFT:-python -m lightft}
 mkdir -p "$OUT"
 "$HERE/scripts/qa_transfer.sh" "$MODEL" "$OUT/transfer"
-$LIGHTFT eval qa --model "$OUT/transfer/squad" --data "$DATA/bioasq/validation.json" --no-progress \
+python -m lightft eval qa --model "$OUT/transfer/squad" --data "$DATA/bioasq/validation.json" --no-progress \
   > "$OUT/zero_shot.json"
-$LIGHTFT train qa --model "$MODEL" --train "$DATA/bioasq/train.json" --val "$DATA/bioasq/validation.json" \
-  --max-length 128 --doc-stride 32 --max-steps "${BIOASQ_STEPS:-40}" --full --batch-size "${BATCH:-16}" \
-  --lr "${LR:-1e-4}" --epochs 1 --no-progress --overwrite ${EXTRA:-} --out "$OUT/bioasq_only" > "$OUT/bioasq_only.json"
+COMMON="--full --batch-size ${BATCH:-16} --lr ${LR:-1e-4} --epochs 1 --no-progress --overwrite ${EXTRA:-}"
+python -m lightft train qa --model "$MODEL" --train "$DATA/bioasq/train.json" --val "$DATA/bioasq/validation.json" \
+  --max-length 128 --doc-stride 32 --max-steps "${BIOASQ_STEPS:-40}" $COMMON --out "$OUT/bioasq_only" > "$OUT/bioasq_only.json"
 MLM=1 "$HERE/scripts/qa_transfer.sh" "$MODEL" "$OUT/mlm_transfer"
 python - "$OUT" <<'PY'
 import json, sys

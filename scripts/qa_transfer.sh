@@ -14,17 +14,16 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${DATA:-$HERE/../shared/data}
 SQUAD_STEPS=${SQUAD_STEPS:-40} BIOASQ_STEPS=${BIOASQ_STEPS:-40} MLM_STEPS=${MLM_STEPS:-40}
 BATCH=${BATCH:-16} LR=${LR:-1e-4} EXTRA=${EXTRA:-}
-LIGHTFT=${LIGHTFT:-python -m lightft}
 COMMON="--full --batch-size $BATCH --lr $LR --epochs 1 --no-progress --overwrite $EXTRA"
 mkdir -p "$OUT"
 INIT=()
 if [[ "${MLM:-0}" == 1 ]]; then
-  $LIGHTFT train mlm --model "$MODEL" --train "$DATA/medical_abstracts/train.txt" --val-fraction 0.05 \
+  python -m lightft train mlm --model "$MODEL" --train "$DATA/medical_abstracts/train.txt" --val-fraction 0.05 \
     --max-length 128 --max-steps "$MLM_STEPS" --whole-word-mask $COMMON --out "$OUT/mlm" > "$OUT/mlm.json"
   INIT=(--init "$OUT/mlm")
 fi
-$LIGHTFT train qa --model "$MODEL" "${INIT[@]}" --train "$DATA/squad/train.json" --val "$DATA/squad/validation.json" \
+python -m lightft train qa --model "$MODEL" "${INIT[@]}" --train "$DATA/squad/train.json" --val "$DATA/squad/validation.json" \
   --max-length 192 --doc-stride 64 --max-steps "$SQUAD_STEPS" $COMMON --out "$OUT/squad" > "$OUT/squad.json"
-$LIGHTFT train qa --model "$MODEL" --init "$OUT/squad" --train "$DATA/bioasq/train.json" --val "$DATA/bioasq/validation.json" \
+python -m lightft train qa --model "$MODEL" --init "$OUT/squad" --train "$DATA/bioasq/train.json" --val "$DATA/bioasq/validation.json" \
   --max-length 128 --doc-stride 32 --max-steps "$BIOASQ_STEPS" $COMMON --out "$OUT/bioasq" > "$OUT/bioasq.json"
 cat "$OUT/bioasq.json"
