@@ -73,6 +73,18 @@ class Options:
     pooling: str = opt("auto", "Sequence pooling: auto | cls | pooler | mean | last (auto: pooler/cls for "
                        "encoders, last token for decoders).", choices=("auto", "cls", "pooler", "mean", "last"))
     classifier_dropout: float = opt(0.1, "Dropout before the classification head.")
+    # --- qa (extractive question answering) ---------------------------------------------------
+    doc_stride: int = opt(128, "qa: tokens shared by consecutive windows of a long context.")
+    max_query_length: int = opt(64, "qa: questions longer than this many tokens are cut (counted and reported).")
+    max_answer_length: int = opt(30, "qa: longest answer span in tokens considered by post-processing.")
+    n_best: int = opt(20, "qa: start / end candidates per window searched for the best span.")
+    top_k: int = opt(5, "qa: ranked answers kept per question (predict output; BioASQ lenient accuracy / MRR).")
+    question_groups: str = opt("auto", "qa: group ids <question>_<nnn> into one question for BioASQ factoid metrics "
+                               "(auto: when the ids look like that), always (yes) or never (no).",
+                               choices=("auto", "yes", "no"))
+    # --- mlm (masked-LM continued pretraining) ------------------------------------------------
+    mlm_probability: float = opt(0.15, "mlm: share of tokens chosen for prediction (80% [MASK], 10% random, 10% kept).")
+    whole_word_mask: bool = opt(False, "mlm: choose whole words (all their word pieces) instead of single tokens.")
     # --- hardware / Lightning -----------------------------------------------------------------
     precision: str = opt("32-true", "Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed.")
     dtype: str = opt("float32", "dtype the base weights are loaded in (float32 | bfloat16 | float16).")

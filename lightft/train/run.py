@@ -57,6 +57,8 @@ def load_run_module(run_dir: str, overrides: Optional[dict[str, Any]] = None) ->
     info = read_run(run_dir)
     opts = Options.from_dict({**info["options"], **(overrides or {})}, f"{run_dir}/{RUN_FILE}")
     module = build_module(info["task"], info["base_model"], opts, info.get("task_state", {}))
+    if init_source(info["options"]):  # tensors this run did not train came from the run it started from
+        init_weights(module, init_source(info["options"]))
     weights = Path(run_dir) / WEIGHTS_FILE
     if not weights.is_file():
         raise LightftError(f"{run_dir}: no {WEIGHTS_FILE}; the run did not finish (resume it with --resume)")
@@ -145,7 +147,7 @@ def train(task: str, opts: Options) -> dict[str, Any]:
                 dm.prepare_data()
             dm.setup("fit")
             module = build_module(task, base_dir, opts, dm.task_args())
-            init = opts.init or (opts.model if init_info else None)
+            init = init_source(opts.to_dict())
             if init:
                 init_weights(module, init)
         except BaseException:
@@ -183,17 +185,34 @@ def train(task: str, opts: Options) -> dict[str, Any]:
     return metrics
 
 
+def init_source(options: dict[str, Any]) -> Optional[str]:
+    """The run whose weights a run started from: --init, or a run folder given as --model."""
+    return options.get("init") or (options.get("model") if is_run_dir(options.get("model")) else None)
+
+
 def init_weights(module: TaskModule, run_dir: str) -> None:
-    """--init: copy an earlier run's trained tensors; head tensors of another shape stay fresh (reported)."""
+    """--init: copy an earlier run's trained tensors; head tensors of another shape stay fresh (reported).
+
+    A run of another task (e.g. mlm -> qa) gives only its backbone: its head belongs to that task.
+    The earlier run's own start is applied first, so a chain (mlm -> squad -> bioasq) arrives whole
+    even where a step saved only its trainable tensors (a LoRA step after a --full one). A LoRA
+    run continues the same adapter when the targets and rank match (see README, transfer learning).
+    """
     if not is_run_dir(run_dir):
         raise LightftError(f"--init {run_dir}: not a run folder (no {RUN_FILE})")
+    parent = init_source(read_run(run_dir)["options"])
+    if parent:
+        init_weights(module, parent)
     state = read_weights(Path(run_dir) / WEIGHTS_FILE)
     own = module.state_dict()
-    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape and k.startswith("head.")]
+    other_task = read_run(run_dir)["task"] != module.task
+    skipped = [k for k, v in state.items() if k.startswith("head.")
+               and (other_task or (k in own and own[k].shape != v.shape))]
     state = {k: v for k, v in state.items() if k not in skipped}
     module.load_trainable(state, f"{run_dir}/{WEIGHTS_FILE}")
     if skipped:
-        print(f"[init] head tensors of another shape left freshly initialised: {', '.join(skipped)}", file=sys.stderr)
+        print(f"[init] head tensors of another task or shape left freshly initialised: {', '.join(skipped)}",
+              file=sys.stderr)
 
 
 def module_for(task: str, model: str, opts: Options) -> tuple[TaskModule, Any, dict[str, Any]]:

@@ -1,0 +1,118 @@
+"""Masked-LM continued pretraining of a BERT-family encoder: BERT's prediction head, loss, perplexity.
+
+The head is BERT's `cls.predictions`: dense -> activation -> LayerNorm -> decoder tied to the input
+embeddings (+ bias). The model files skip `cls.*` keys (model code knows no tasks), so this module
+reads them itself from the base checkpoint's safetensors when they are there; otherwise the head
+is freshly initialised (the decoder is always the embedding matrix, as in BERT). Logits are only
+computed at the masked positions: the vocabulary projection is the costly part and the other
+positions carry no label. The run's backbone weights then feed `lightft train qa --init RUN`
+(the head is left behind: it belongs to another task).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightft.checkpoint import _open, weight_files
+from lightft.errors import LightftError
+from lightft.model import ACTIVATIONS, Transformer
+from lightft.train.module import TaskModule
+
+# our head parameter -> BERT checkpoint key (BertForMaskedLM / BertForPreTraining layout)
+HF_HEAD_KEYS = {
+    "dense.weight": "cls.predictions.transform.dense.weight",
+    "dense.bias": "cls.predictions.transform.dense.bias",
+    "norm.weight": "cls.predictions.transform.LayerNorm.weight",
+    "norm.bias": "cls.predictions.transform.LayerNorm.bias",
+    "bias": "cls.predictions.bias",
+}
+
+
+class MLMHead(nn.Module):
+    """(M, H) hidden states of masked positions -> (M, V) logits; decoder = the embedding matrix."""
+
+    def __init__(self, backbone: Transformer):
+        super().__init__()
+        cfg = backbone.cfg
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.act = ACTIVATIONS[cfg.activation]
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        nn.init.normal_(self.dense.weight, std=0.02)
+        nn.init.zeros_(self.dense.bias)
+
+    def forward(self, hidden: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.act(self.dense(hidden)))
+        return x @ embeddings.t() + self.bias  # (M, V)
+
+
+def load_pretrained_head(head: MLMHead, model_dir: str) -> bool:
+    """Copy `cls.predictions.*` from the checkpoint into `head`; False when the checkpoint has none."""
+    found: dict[str, torch.Tensor] = {}
+    for file in weight_files(model_dir):
+        with _open(file) as f:
+            keys = set(f.keys())
+            for ours, theirs in HF_HEAD_KEYS.items():
+                for key in (theirs, "bert." + theirs):
+                    if key in keys:
+                        found[ours] = f.get_tensor(key)
+    if not found:
+        return False
+    missing = sorted(set(HF_HEAD_KEYS) - set(found))
+    if missing:
+        raise LightftError(f"{model_dir}: the checkpoint has a partial MLM head (missing "
+                           f"{', '.join(HF_HEAD_KEYS[k] for k in missing)}); re-export it")
+    own = head.state_dict()
+    for k, v in found.items():
+        if own[k].shape != v.shape:
+            raise LightftError(f"{model_dir}: {HF_HEAD_KEYS[k]} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
+    head.load_state_dict({k: v.to(own[k].dtype) for k, v in found.items()})
+    return True
+
+
+class MLMModule(TaskModule):
+    task = "mlm"
+    monitor, monitor_mode = "val_loss", "min"
+
+    def build_head(self, model_dir: Optional[str] = None, pretrained_head: Optional[bool] = None) -> nn.Module:
+        if self.backbone.cfg.causal:
+            raise LightftError("mlm needs an encoder (BERT family); for decoders use `lightft train lm`")
+        head = MLMHead(self.backbone)
+        if model_dir is not None:
+            self.task_args["pretrained_head"] = load_pretrained_head(head, model_dir)
+        self._sums = {stage: [0.0, 0] for stage in ("val", "test")}  # masked-token loss sum, count
+        return head
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        out = self.backbone(batch["input_ids"], attention_mask=batch["attention_mask"], return_logits=False)
+        picked = batch["labels"] != -100  # (B, T)
+        logits = self.head(out.hidden_states[picked], self.backbone.embed_tokens.weight)  # (M, V)
+        return {"logits": logits.float(), "targets": batch["labels"][picked]}
+
+    def loss(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(out["logits"], out["targets"])
+
+    def update_metrics(self, stage: str, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> None:
+        loss = F.cross_entropy(out["logits"], out["targets"], reduction="sum")
+        self._sums[stage][0] += float(loss)
+        self._sums[stage][1] += int(out["targets"].numel())
+
+    def metrics_for(self, stage: str) -> dict[str, float]:
+        total, count = self._sums[stage]
+        self._sums[stage] = [0.0, 0]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            t = torch.tensor([total, count], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(t)
+            total, count = float(t[0]), int(t[1])
+        if count == 0:
+            return {}
+        mean = total / count
+        return {"mlm_loss": mean, "perplexity": math.exp(min(mean, 50.0))}
+
+    def predict_records(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        raise LightftError("mlm has no predictions to write; use `lightft eval mlm` for loss and perplexity")
