@@ -73,6 +73,9 @@ class Options:
     pooling: str = opt("auto", "Sequence pooling: auto | cls | pooler | mean | last (auto: pooler/cls for "
                        "encoders, last token for decoders).", choices=("auto", "cls", "pooler", "mean", "last"))
     classifier_dropout: float = opt(0.1, "Dropout before the classification head.")
+    # --- ner ----------------------------------------------------------------------------------
+    label_all_subwords: bool = opt(False, "ner: train on every sub-word of a word, not only its first "
+                                   "(predictions always read the first).")
     # --- hardware / Lightning -----------------------------------------------------------------
     precision: str = opt("32-true", "Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed.")
     dtype: str = opt("float32", "dtype the base weights are loaded in (float32 | bfloat16 | float16).")

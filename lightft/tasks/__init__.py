@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from lightft.data.base import TaskDataModule
 from lightft.data.classify import ClassificationDataModule
+from lightft.data.ner import NerDataModule
 from lightft.errors import LightftError
 from lightft.tasks.classify import ClassificationModule
+from lightft.tasks.ner import NerModule
 from lightft.train.module import TaskModule
 
 
@@ -27,6 +29,8 @@ TASKS = {
     for spec in [
         TaskSpec("classify", ClassificationDataModule, ClassificationModule,
                  "sequence classification (CSV/TSV/JSONL with text[, pair] and label)"),
+        TaskSpec("ner", NerDataModule, NerModule,
+                 "token classification / NER (CoNLL or JSONL tokens+tags, BIO / IOB2)"),
     ]
 }
 
