@@ -147,6 +147,9 @@ class NerDataModule(TaskDataModule):
             # O first, then by entity type with B- before I-: stable ids that read well in run.json
             self.label_names = ["O"] + sorted(names - {"O"}, key=lambda t: (t[2:], t[:2]))
         self.label_to_id = {name: i for i, name in enumerate(self.label_names)}
+        if stage == "test" and "eval" in self.datasets and not any(e["tags"] for e in self.datasets["eval"]):
+            raise LightftError(f"{self.files['eval']}: no sentence has tags, so there is nothing to score; "
+                               "use `lightft predict ner` for untagged data")
         for split, data in self.datasets.items():
             path = self.files.get(split) or self.files["train"]
             for e in data:
