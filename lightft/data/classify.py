@@ -40,7 +40,7 @@ class ClassificationDataModule(TaskDataModule):
 
     @classmethod
     def eval_args(cls, task_state: dict[str, Any]) -> dict[str, Any]:
-        return {"label_names": task_state["label_names"]}
+        return {"label_names": task_state.get("label_names")}
 
     def cache_options(self) -> dict[str, Any]:
         o = self.opts
@@ -86,11 +86,12 @@ class ClassificationDataModule(TaskDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         super().setup(stage)
         if self.label_names is None:
-            if "train" not in self.datasets:
-                raise LightftError("classify: no label names: train first, or evaluate a run folder")
-            self.label_names = sort_labels({e["label"] for e in self.datasets["train"]})
+            # from the training data; for a base model with an untrained head (a 'before' baseline), from the
+            # evaluated file itself
+            split = "train" if "train" in self.datasets else "eval"
+            self.label_names = sort_labels({e["label"] for e in self.datasets[split] if e["label"]})
             if len(self.label_names) < 2:
-                raise LightftError(f"{self.files['train']}: only one label ({self.label_names}); "
+                raise LightftError(f"{self.files[split]}: fewer than two labels ({self.label_names}); "
                                    f"check --label-column ({self.opts.label_column!r})")
         self.label_to_id = {name: i for i, name in enumerate(self.label_names)}
         if stage == "test" and "eval" in self.datasets and not any(e["label"] for e in self.datasets["eval"]):

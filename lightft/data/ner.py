@@ -112,7 +112,7 @@ class NerDataModule(TaskDataModule):
 
     @classmethod
     def eval_args(cls, task_state: dict[str, Any]) -> dict[str, Any]:
-        return {"label_names": task_state["label_names"]}
+        return {"label_names": task_state.get("label_names")}
 
     def cache_options(self) -> dict[str, Any]:
         return {**super().cache_options(), "format": self.opts.format}
@@ -141,9 +141,9 @@ class NerDataModule(TaskDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         super().setup(stage)
         if self.label_names is None:
-            if "train" not in self.datasets:
-                raise LightftError("ner: no tag names: train first, or evaluate a run folder")
-            names = {t for e in self.datasets["train"] for t in e["tags"].split()}
+            # from the training data; for a base model with an untrained head (a baseline), from the file itself
+            split = "train" if "train" in self.datasets else "eval"
+            names = {t for e in self.datasets[split] for t in e["tags"].split()}
             # O first, then by entity type with B- before I-: stable ids that read well in run.json
             self.label_names = ["O"] + sorted(names - {"O"}, key=lambda t: (t[2:], t[:2]))
         self.label_to_id = {name: i for i, name in enumerate(self.label_names)}
