@@ -67,12 +67,11 @@ def build(n: int, rng: random.Random, seen: set[str]) -> list[dict[str, str]]:
     return rows
 
 
-def main() -> None:
+def main(folder: Path = Path(__file__).parent) -> None:
     rng, seen = random.Random(20240611), set()
-    here = Path(__file__).parent
     for split, n in (("train", 600), ("validation", 150)):
         rows = build(n, rng, seen)
-        (here / f"sentiment_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        (folder / f"sentiment_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
 if __name__ == "__main__":
