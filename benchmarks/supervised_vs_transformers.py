@@ -119,7 +119,9 @@ def run_transformers(args: argparse.Namespace, train: list, val: list, out: Path
         task_type = peft.TaskType.SEQ_CLS if args.task == "classify" else peft.TaskType.TOKEN_CLS
         model = peft.get_peft_model(model, peft.LoraConfig(task_type=task_type, r=args.lora_r,
                                                            lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                                                           target_modules="all-linear"))
+                                                           # lightft's all-linear: q,k,v,o,up,down (not the pooler)
+                                                           target_modules=["query", "key", "value", "output.dense",
+                                                                           "intermediate.dense"]))
     steps_per_epoch = -(-len(train_set) // args.batch_size)
     targs = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=2 * args.batch_size,
