@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from lightft.checkpoint import load_model
 from lightft.data.base import attention_mask_for, pad_sequences
@@ -133,16 +134,20 @@ def test_eval_without_any_label_is_an_error(tmp_path):
         dm.setup("test")
 
 
-def test_train_eval_predict_cli(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("mode", ["--full", "--lora"])
+def test_train_eval_predict_cli(tmp_path, capsys, monkeypatch, mode):
     monkeypatch.setenv("LIGHTFT_CACHE", str(tmp_path / "cache"))
     model = tiny_bert_dir(tmp_path / "m")
     data = write_lines(tmp_path / "d.jsonl", [{"text": t, "label": y} for t, y in SENTIMENT])
     run = tmp_path / "run"
     code, out, err = run_cli(["train", "classify", "--model", model, "--train", data, "--val", data, "--out", run,
-                              "--full", "--epochs", "1", "--batch-size", "4", "--no-progress"], capsys)
+                              mode, "--epochs", "1", "--batch-size", "4", "--no-progress"], capsys)
     assert code == 0, err
     assert json.loads((run / "run.json").read_text())["task_state"]["label_names"] == ["neg", "pos"]
-    assert (run / "weights.safetensors").is_file() and (run / "metrics.json").is_file()
+    assert (run / "metrics.json").is_file()
+    weights = load_file(str(run / "weights.safetensors"))
+    if mode == "--lora":  # only adapters and the head are stored
+        assert weights and all("lora_" in k or k.startswith("head.") for k in weights)
     code, out, err = run_cli(["eval", "classify", "--model", run, "--data", data, "--no-progress"], capsys)
     assert code == 0, err
     assert set(json.loads(out)) >= {"accuracy", "macro_f1", "loss"}
