@@ -1,4 +1,4 @@
-"""Supervised fine-tuning, lightft vs transformers Trainer (+ peft for LoRA): same model, data, budget, hyper-parameters.
+"""Supervised fine-tuning, lightft vs transformers Trainer (+ peft for LoRA) with the same model, data and settings.
 
 One script run trains both on identical example lists (SST-2 classification or CoNLL-2003 NER from
 ../shared/data), evaluates both with the same metric code (accuracy; entity F1 via lightft's
@@ -124,10 +124,12 @@ def run_transformers(args: argparse.Namespace, train: list, val: list, out: Path
                                                                            "intermediate.dense"]))
     steps_per_epoch = -(-len(train_set) // args.batch_size)
     targs = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=2 * args.batch_size,
+        output_dir=str(out), per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=2 * args.batch_size,
         num_train_epochs=args.epochs, learning_rate=args.lr, weight_decay=0.01, lr_scheduler_type="linear",
         warmup_steps=int(round(args.warmup * steps_per_epoch * args.epochs)), max_grad_norm=1.0, seed=args.seed,
-        train_sampling_strategy="group_by_length" if args.group_by_length else "random", save_strategy="no", eval_strategy="epoch", report_to="none",
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random",
+        save_strategy="no", eval_strategy="epoch", report_to="none",
         logging_steps=50, use_cpu=True, dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False)
     trainer = Trainer(model=model, args=targs, train_dataset=train_set, eval_dataset=val_set, data_collator=collator)
     start = time.perf_counter()
@@ -141,7 +143,7 @@ def run_transformers(args: argparse.Namespace, train: list, val: list, out: Path
         metric = EntityF1()
         best = logits.argmax(-1).tolist()
         predicted = []
-        for row, (words, _), e in zip(best, val, val_set):
+        for row, (words, _) in zip(best, val):
             ids = tok(words, is_split_into_words=True, truncation=True, max_length=args.max_length).word_ids()
             tags, prev = ["O"] * len(words), None
             for label, w in zip(row, ids):
@@ -187,7 +189,8 @@ def main() -> None:
         theirs = run_transformers(args, train, val, Path(tmp) / "hf")
         print(json.dumps(theirs), flush=True)
     print(json.dumps({"score_difference": round(ours["score"] - theirs["score"], 4),
-                      "wall_time_ratio_lightft_over_transformers": round(ours["train_seconds"] / theirs["train_seconds"], 3),
+                      "wall_time_ratio_lightft_over_transformers":
+                          round(ours["train_seconds"] / theirs["train_seconds"], 3),
                       "loadavg_end": os.getloadavg()[0]}))
 
 

@@ -108,7 +108,8 @@ def test_text_pairs_glue_tsv_and_pair_column(tmp_path):
     # [CLS] the film [SEP] was good [SEP]: segment 1 starts after the first [SEP]
     assert batch["token_type_ids"][0].tolist() == [0, 0, 0, 0, 1, 1, 1]
     assert dm.label_names == ["0", "1"]
-    jsonl = write_lines(tmp_path / "p.jsonl", [{"a": "good", "b": "film", "y": "pos"}, {"a": "bad", "b": "food", "y": "neg"}])
+    jsonl = write_lines(tmp_path / "p.jsonl", [{"a": "good", "b": "film", "y": "pos"},
+                                               {"a": "bad", "b": "food", "y": "neg"}])
     dm = datamodule(tmp_path, train=str(jsonl), text_column="a", pair_column="b", label_column="y")
     dm.setup("fit")
     assert dm.collate(dm.datasets["train"])["token_type_ids"][0].tolist() == [0, 0, 0, 1, 1]
