@@ -91,7 +91,7 @@ class ClassificationDataModule(TaskDataModule):
             split = "train" if "train" in self.datasets else "eval"
             self.label_names = sort_labels({e["label"] for e in self.datasets[split] if e["label"]})
             if len(self.label_names) < 2:
-                raise LightftError(f"{self.files[split]}: fewer than two labels ({self.label_names}); "
+                raise LightftError(f"{self.files[split]}: only one label ({self.label_names}); "
                                    f"check --label-column ({self.opts.label_column!r})")
         self.label_to_id = {name: i for i, name in enumerate(self.label_names)}
         if stage == "test" and "eval" in self.datasets and not any(e["label"] for e in self.datasets["eval"]):
