@@ -85,6 +85,9 @@ class Options:
     # --- mlm (masked-LM continued pretraining) ------------------------------------------------
     mlm_probability: float = opt(0.15, "mlm: share of tokens chosen for prediction (80% [MASK], 10% random, 10% kept).")
     whole_word_mask: bool = opt(False, "mlm: choose whole words (all their word pieces) instead of single tokens.")
+    # --- ner ----------------------------------------------------------------------------------
+    label_all_subwords: bool = opt(False, "ner: train on every sub-word of a word, not only its first "
+                                   "(predictions always read the first).")
     # --- hardware / Lightning -----------------------------------------------------------------
     precision: str = opt("32-true", "Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed.")
     dtype: str = opt("float32", "dtype the base weights are loaded in (float32 | bfloat16 | float16).")

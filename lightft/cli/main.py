@@ -24,6 +24,7 @@ COMMANDS = {
     "eval": "evaluate",
     "predict": "predict",
     "export": "export",
+    "demo": "demo",
 }
 
 

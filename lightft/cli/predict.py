@@ -20,9 +20,14 @@ from lightft.tasks import TASKS
 def command(task: str, model: str, data: str, output: str | None, **values) -> None:
     """Predict with a trained run: one JSON object per input record.
 
+    classify: {"line", "label", "probabilities"}. ner: {"line", "text", "tags", "entities": [{"text", "type",
+    "start", "end"}]}, where start/end are character offsets into "text", the sentence's words joined by
+    single spaces (JSONL input needs only "tokens"; "tags" are ignored).
+
     \b
     Examples:
       lightft predict classify --model runs/sst2 --data reviews.jsonl > predictions.jsonl
+      lightft predict ner --model runs/conll --data sentences.jsonl --output entities.jsonl
     """
     from lightft.train.run import predict
 

@@ -40,7 +40,7 @@ class ClassificationDataModule(TaskDataModule):
 
     @classmethod
     def eval_args(cls, task_state: dict[str, Any]) -> dict[str, Any]:
-        return {"label_names": task_state["label_names"]}
+        return {"label_names": task_state.get("label_names")}
 
     def cache_options(self) -> dict[str, Any]:
         o = self.opts
@@ -59,8 +59,10 @@ class ClassificationDataModule(TaskDataModule):
             if not isinstance(text, str) or (pair is not None and not isinstance(pair, str)):
                 raise LightftError(f"{path}:{line}: text fields must be strings")
             label = rec.get(o.label_column)
-            if label is None and split == "train":
+            if split == "train":
                 require_field(path, line, rec, o.label_column)
+                if not str(label).strip():
+                    raise LightftError(f"{path}:{line}: empty label in column {o.label_column!r}")
             enc = tok.encode_with_offsets(text, pair)
             keep = self.handle_overlong(path, line, enc.ids, stats)
             if keep is None:
@@ -84,13 +86,17 @@ class ClassificationDataModule(TaskDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         super().setup(stage)
         if self.label_names is None:
-            if "train" not in self.datasets:
-                raise LightftError("classify: no label names: train first, or evaluate a run folder")
-            self.label_names = sort_labels({e["label"] for e in self.datasets["train"]})
+            # from the training data; for a base model with an untrained head (a 'before' baseline), from the
+            # evaluated file itself
+            split = "train" if "train" in self.datasets else "eval"
+            self.label_names = sort_labels({e["label"] for e in self.datasets[split] if e["label"]})
             if len(self.label_names) < 2:
-                raise LightftError(f"{self.files['train']}: only one label ({self.label_names}); "
+                raise LightftError(f"{self.files[split]}: only one label ({self.label_names}); "
                                    f"check --label-column ({self.opts.label_column!r})")
         self.label_to_id = {name: i for i, name in enumerate(self.label_names)}
+        if stage == "test" and "eval" in self.datasets and not any(e["label"] for e in self.datasets["eval"]):
+            raise LightftError(f"{self.files['eval']}: no record has a {self.opts.label_column!r} field, so there is "
+                               "nothing to score; set --label-column, or use `lightft predict` for unlabelled data")
         for split, data in self.datasets.items():
             for e in data:
                 if e["label"] and e["label"] not in self.label_to_id:

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from lightft.data.base import TaskDataModule
 from lightft.data.classify import ClassificationDataModule
 from lightft.data.mlm import MLMDataModule
+from lightft.data.ner import NerDataModule
 from lightft.data.qa import QADataModule
 from lightft.errors import LightftError
 from lightft.tasks.classify import ClassificationModule
 from lightft.tasks.mlm import MLMModule
+from lightft.tasks.ner import NerModule
 from lightft.tasks.qa import QAModule
 from lightft.train.module import TaskModule
 
@@ -31,6 +33,8 @@ TASKS = {
     for spec in [
         TaskSpec("classify", ClassificationDataModule, ClassificationModule,
                  "sequence classification (CSV/TSV/JSONL with text[, pair] and label)"),
+        TaskSpec("ner", NerDataModule, NerModule,
+                 "token classification / NER (CoNLL or JSONL tokens+tags, BIO / IOB2)"),
         TaskSpec("qa", QADataModule, QAModule, "extractive question answering (SQuAD v1.1 JSON; BioASQ in SQuAD form)"),
         TaskSpec("mlm", MLMDataModule, MLMModule, "masked-LM continued pretraining of an encoder on raw text"),
     ]
