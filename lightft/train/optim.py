@@ -48,8 +48,12 @@ def build_optimizer(module: nn.Module, opts: Options, total_steps: int, head_nam
     groups = parameter_groups(module.named_parameters(), opts.weight_decay, opts.resolved_lr(), head_names, opts.head_lr)
     if not groups:
         raise AssertionError("no trainable parameters")
-    fused = all(p.device.type == "cuda" for g in groups for p in g["params"])
-    optimizer = torch.optim.AdamW(groups, lr=opts.resolved_lr(), betas=(0.9, 0.999), eps=1e-8,
-                                  **({"fused": True} if fused else {"foreach": True}))
+    # The fused AdamW kernel runs on CPU as well as CUDA and is 4-6x faster than the foreach
+    # implementation on CPU (22.7M MiniLM parameters, 1 thread: 30 ms vs 120-190 ms per step).
+    # Sharded (FSDP/DTensor) or mixed-device parameters are not supported by it: fall back to foreach.
+    try:
+        optimizer = torch.optim.AdamW(groups, lr=opts.resolved_lr(), betas=(0.9, 0.999), eps=1e-8, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        optimizer = torch.optim.AdamW(groups, lr=opts.resolved_lr(), betas=(0.9, 0.999), eps=1e-8, foreach=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, opts.warmup, opts.schedule))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
