@@ -173,9 +173,14 @@ def train(task: str, opts: Options) -> dict[str, Any]:
         raise LightftError(f"training stopped: {e}; {kept}") from None
     train_seconds = time.perf_counter() - start
     best = run_dir / "checkpoints" / BEST
-    if best.is_file():
-        module.load_trainable(load_checkpoint_file(best)["state_dict"], str(best))
-    metrics = _jsonable(trainer.validate(module, datamodule=dm, verbose=False)[0])
+    best_ckpt = load_checkpoint_file(best) if best.is_file() else None
+    last_val = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+    if best_ckpt is not None and best_ckpt.get("global_step") == trainer.global_step and last_val:
+        metrics = _jsonable(last_val)  # the best weights are the final ones, validated a moment ago
+    else:
+        if best_ckpt is not None:
+            module.load_trainable(best_ckpt["state_dict"], str(best))
+        metrics = _jsonable(trainer.validate(module, datamodule=dm, verbose=False)[0])
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
     metrics.update({"train_seconds": round(train_seconds, 1), "steps": trainer.global_step,
                     "train_tokens": throughput.global_tokens(trainer) if throughput else None})
