@@ -89,23 +89,15 @@ def test_bad_generation_inputs(hf_folder):
 
 @pytest.fixture(scope="module")
 def smollm2_folder(tmp_path_factory):
-    """SmolLM2-135M-Instruct as an HF folder. Until `lightft convert gguf` lands this uses transformers'
-    GGUF reader (tests may use transformers as an oracle; lightft code never does)."""
+    """SmolLM2-135M-Instruct converted by `lightft convert gguf`; transformers reads the same folder as the oracle."""
     from conftest import smollm_gguf
 
+    from lightft.gguf import convert_gguf
+
     transformers = pytest.importorskip("transformers")
-    gguf = smollm_gguf()
-    out = tmp_path_factory.mktemp("smollm2")
-    tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    hf = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    cfg = hf.config
-    if hasattr(cfg, "quantization_config"):
-        del cfg.quantization_config  # weights are dequantised already; saving needs a plain model
-    plain = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    plain.load_state_dict(hf.state_dict())
-    plain.save_pretrained(out)
-    tok.save_pretrained(out)
-    return plain.eval(), out
+    out = tmp_path_factory.mktemp("smollm2") / "model"
+    convert_gguf(smollm_gguf(), out)
+    return transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval(), out
 
 
 @pytest.mark.slow
