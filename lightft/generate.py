@@ -194,7 +194,10 @@ def load_for_generation(path: str, dtype: str = "float32", chat: Optional[bool] 
     template = None
     if is_run_dir(path):
         module, info = load_run_module(path, {"dtype": dtype, "progress": False})
-        model, tokenizer = module.backbone, load_tokenizer(info["base_model"])
+        from lightft.lora import merge_lora
+
+        # fold LoRA updates into the weights: same outputs, one matmul per layer while decoding
+        model, tokenizer = merge_lora(module.backbone), load_tokenizer(info["base_model"])
         model.source = {**getattr(model, "source", {}), "path": info["base_model"]}
         template = info.get("task_state", {}).get("template")
     else:

@@ -13,7 +13,7 @@ from lightft.cli.main import cli, main
 from lightft.fewshot import QAItem, build_prompt, choose_demos, exact_match, normalize, read_items
 from tiny_decoder import SIMPLE_CHAT, tiny_decoder
 
-FAST = ["--full", "--max-steps", "2", "--batch-size", "4", "--no-progress", "--no-cache", "--lr", "1e-3",
+FAST = ["--max-steps", "2", "--batch-size", "4", "--no-progress", "--no-cache", "--lr", "1e-3",
         "--max-length", "64"]
 
 
@@ -28,7 +28,7 @@ def test_lm_and_instruct_runs_then_generate(tmp_path):
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join(f"Document {i} talks about fever and aspirin." for i in range(20)), encoding="utf-8")
     out = _run(["train", "lm", "--model", str(model), "--train", str(text), "--doc-per-line",
-                "--out", str(tmp_path / "lm"), *FAST])
+                "--out", str(tmp_path / "lm"), "--full", *FAST])
     metrics = json.loads(out.strip().splitlines()[-1])
     assert metrics["val_perplexity"] > 1 and metrics["steps"] == 2
     evaluated = json.loads(_run(["eval", "lm", "--model", str(tmp_path / "lm"), "--data", str(text),
@@ -38,7 +38,7 @@ def test_lm_and_instruct_runs_then_generate(tmp_path):
     alpaca = tmp_path / "alpaca.json"
     alpaca.write_text(json.dumps([{"instruction": f"Say {w}", "input": "", "output": w} for w in ["yes", "no"] * 6]))
     _run(["train", "instruct", "--model", str(model), "--train", str(alpaca), "--out", str(tmp_path / "it"),
-          "--packing", *FAST])
+          "--packing", "--lora-targets", "all-linear", *FAST])  # LoRA: generate merges it
     run_info = json.loads((tmp_path / "it" / "run.json").read_text())
     assert run_info["task_state"]["template"] == "chat"
     for source in (model, tmp_path / "it"):
