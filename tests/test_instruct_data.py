@@ -95,7 +95,6 @@ def test_packing_keeps_examples_apart(tmp_path):
 @pytest.mark.parametrize("record, message", [
     ({"input": "", "output": "x"}, r"data.jsonl:2: missing field 'instruction'"),
     ({"instruction": "x", "input": ""}, r"data.jsonl:2: missing field 'output'"),
-    ({"instruction": "x", "output": "  "}, r"data.jsonl:2: empty 'output'"),
     ({"messages": [{"role": "user", "content": "hi"}]}, r"data.jsonl:2: no assistant message"),
     ({"messages": [{"role": "bot", "content": "hi"}]}, r"data.jsonl:2: each message needs a role"),
 ])
@@ -103,6 +102,16 @@ def test_bad_records_name_file_and_line(tmp_path, record, message):
     model = tiny_decoder(tmp_path, "gpt2")
     with pytest.raises(LightftError, match=message):
         _dm(model, _write(tmp_path, [RECORDS[0], record]))
+
+
+def test_empty_responses_are_skipped_and_reported(tmp_path, capsys):
+    model = tiny_decoder(tmp_path, "gpt2")
+    empty = [{"instruction": "x", "output": "  "}, {"messages": [{"role": "user", "content": "hi"},
+                                                                 {"role": "assistant", "content": ""}]}]
+    dm = _dm(model, _write(tmp_path, [RECORDS[0], *empty, RECORDS[1]]))
+    assert len(dm.datasets["train"]) == 2 and dm.stats["train"]["empty_response"] == 2
+    err = capsys.readouterr().err
+    assert "data.jsonl:2: empty 'output'" in err and "data.jsonl:3: empty assistant message" in err
 
 
 def test_overlong_examples_are_counted(tmp_path, capsys):

@@ -4,11 +4,13 @@ Each example becomes segments of text, prompt or response; prompt tokens get lab
 responses only, unless --train-on-inputs) and every response ends with EOS, so a tuned model learns
 to stop. The prompt comes from Alpaca's template, a custom one (--template with {instruction} and
 {input}), or the model's own chat template (rendered turn by turn in the tokenizer's sandbox).
-Examples over --max-length go through `handle_overlong` (counted, reported); packing is optional.
+Examples over --max-length go through `handle_overlong` (counted, reported); records with an empty
+response are skipped and reported with file and line; packing is optional.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Optional
 
 from lightft.data.cache import Example
@@ -28,6 +30,11 @@ ALPACA_NO_INPUT = (
     "request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
 
 Segments = list[tuple[str, bool]]  # (text, is_response)
+
+
+class EmptyResponse(LightftError):
+    """A record whose response is empty: skipped, counted and reported with its file and line (real
+    Alpaca has a few), unlike malformed records, which stop the run."""
 
 
 def resolve_template(name: str, tokenizer: Tokenizer) -> str:
@@ -131,7 +138,7 @@ def record_messages(path: str, line: int, rec: dict[str, Any]) -> list[dict[str,
         if not answers:
             raise LightftError(f"{where}: no assistant message: nothing to learn from")
         if any(not m["content"].strip() for m in answers):
-            raise LightftError(f"{where}: empty assistant message; every response needs text")
+            raise EmptyResponse(f"{where}: empty assistant message (nothing to learn from): skipped")
         return msgs
     instruction = require_field(path, line, rec, "instruction")
     output = require_field(path, line, rec, "output")
@@ -141,7 +148,7 @@ def record_messages(path: str, line: int, rec: dict[str, Any]) -> list[dict[str,
     if not instruction.strip():
         raise LightftError(f"{where}: empty 'instruction'")
     if not output.strip():
-        raise LightftError(f"{where}: empty 'output'; every example needs a response to learn from")
+        raise EmptyResponse(f"{where}: empty 'output' (nothing to learn from): skipped")
     return [{"role": "user", "content": user_text(instruction, input_text), "instruction": instruction,
              "input": input_text}, {"role": "assistant", "content": output}]
 
@@ -199,7 +206,13 @@ class InstructDataModule(LMDataModule):
         stats: dict[str, Any] = {"records": 0, "response_tokens": 0}
         for line, rec in read_records(path, self.opts.format):
             stats["records"] += 1
-            ids, labels = self.tokens(self.segments(path, line, rec))
+            try:
+                segments = self.segments(path, line, rec)
+            except EmptyResponse as e:
+                stats["empty_response"] = stats.get("empty_response", 0) + 1
+                print(f"[data] {e}", file=sys.stderr)
+                continue
+            ids, labels = self.tokens(segments)
             keep = self.handle_overlong(path, line, ids, stats)
             if keep is None:
                 continue
