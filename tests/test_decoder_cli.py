@@ -90,3 +90,25 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_short_instruct_run_learns_to_stop_at_eos(tmp_path):
+    """Responses end with EOS in the labels, so after a short run generation ends on EOS, not the length cap."""
+    model = tiny_decoder(tmp_path, "llama")
+    data = tmp_path / "yes.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Say yes {i}", "output": "yes"}) + "\n" for i in range(16)))
+    _run(["train", "instruct", "--model", str(model), "--train", str(data), "--out", str(tmp_path / "run"),
+          "--full", "--max-steps", "30", "--batch-size", "8", "--lr", "3e-3", "--warmup", "0", "--no-progress",
+          "--no-cache", "--val-fraction", "0.125"])
+    before, after = (json.loads(_run(["generate", "--model", str(m), "--prompt", "Say yes 3", "--max-new-tokens", "12",
+                                      "--jsonl"]).strip().splitlines()[-1]) for m in (model, tmp_path / "run"))
+    assert before["finish_reason"] == "length"
+    assert after["finish_reason"] == "eos" and after["text"] and "yes".startswith(after["text"])
+
+
+def test_scripts_parse():
+    import subprocess
+    from pathlib import Path
+
+    for script in sorted((Path(__file__).resolve().parents[1] / "scripts").glob("*.sh")):
+        subprocess.run(["bash", "-n", str(script)], check=True)
