@@ -110,5 +110,5 @@ def test_scripts_parse():
     import subprocess
     from pathlib import Path
 
-    for script in sorted((Path(__file__).resolve().parents[1] / "scripts").glob("*.sh")):
+    for script in sorted((Path(__file__).resolve().parents[1] / "scripts" / "decoder").glob("*.sh")):
         subprocess.run(["bash", "-n", str(script)], check=True)

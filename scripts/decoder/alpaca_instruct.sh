@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Instruction tuning (task instruct) of SmolLM2 + LoRA on Alpaca: response-only validation loss before/after,
-# and generations before/after. Usage: scripts/alpaca_instruct.sh  (env: STEPS=8 LIMIT_VAL=40 WORK=... MODEL=...)
+# and generations before/after. Usage: scripts/decoder/alpaca_instruct.sh  (env: STEPS=8 LIMIT_VAL=40 WORK=... MODEL=...)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source scripts/smollm2.sh
+cd "$(dirname "$0")/../.."
+source scripts/decoder/smollm2.sh
 WORK=${WORK:-/tmp/lightft-alpaca}
 mkdir -p "$WORK"
 DATA=../shared/data/alpaca

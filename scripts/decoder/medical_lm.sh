@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Domain-adaptive pretraining (task lm) of SmolLM2 + LoRA on medical abstracts: held-out perplexity before/after.
-# Usage: scripts/medical_lm.sh   (env: STEPS=8 LIMIT_VAL=40 WORK=/tmp/lightft-medical MODEL=...)
+# Usage: scripts/decoder/medical_lm.sh   (env: STEPS=8 LIMIT_VAL=40 WORK=/tmp/lightft-medical MODEL=...)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source scripts/smollm2.sh
+cd "$(dirname "$0")/../.."
+source scripts/decoder/smollm2.sh
 WORK=${WORK:-/tmp/lightft-medical}
 mkdir -p "$WORK"
 DATA=../shared/data/medical_abstracts/train.txt          # one abstract per line
