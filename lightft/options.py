@@ -88,6 +88,12 @@ class Options:
     # --- ner ----------------------------------------------------------------------------------
     label_all_subwords: bool = opt(False, "ner: train on every sub-word of a word, not only its first "
                                    "(predictions always read the first).")
+    # --- decoder tasks (lm, instruct) ------------------------------------------------------------
+    doc_per_line: bool = opt(False, "lm: each line of a .txt file is its own document (default: one per file).")
+    template: str = opt("auto", "instruct prompt template: auto (the model's chat template when it has one, "
+                        "else alpaca) | alpaca | chat | a text with {instruction} and {input} placeholders.")
+    train_on_inputs: bool = opt(False, "instruct: also compute the loss on prompt tokens (default: responses only).")
+    packing: bool = opt(False, "instruct: pack several examples per row, never attending across them (lm always packs).")
     # --- hardware / Lightning -----------------------------------------------------------------
     precision: str = opt("32-true", "Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed.")
     dtype: str = opt("float32", "dtype the base weights are loaded in (float32 | bfloat16 | float16).")

@@ -11,6 +11,7 @@ from lightft.cli.options import option_decorators, resolve_options
 from lightft.tasks import TASKS
 
 EVAL_OPTIONS = ["batch_size", "eval_batch_size", "limit_val", "format", "precision", "progress", "seed",
+                "doc_per_line", "template",
                 "text_column", "pair_column", "label_column", "max_length", "dtype"]
 
 

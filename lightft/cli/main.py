@@ -25,6 +25,8 @@ COMMANDS = {
     "predict": "predict",
     "export": "export",
     "demo": "demo",
+    "generate": "generate",
+    "fewshot": "fewshot",
 }
 
 

@@ -12,7 +12,10 @@ from lightft.data.classify import ClassificationDataModule
 from lightft.data.mlm import MLMDataModule
 from lightft.data.ner import NerDataModule
 from lightft.data.qa import QADataModule
+from lightft.data.instruct import InstructDataModule
+from lightft.data.lm import LMDataModule
 from lightft.errors import LightftError
+from lightft.tasks.causal_lm import CausalLMModule, InstructModule
 from lightft.tasks.classify import ClassificationModule
 from lightft.tasks.mlm import MLMModule
 from lightft.tasks.ner import NerModule
@@ -37,6 +40,10 @@ TASKS = {
                  "token classification / NER (CoNLL or JSONL tokens+tags, BIO / IOB2)"),
         TaskSpec("qa", QADataModule, QAModule, "extractive question answering (SQuAD v1.1 JSON; BioASQ in SQuAD form)"),
         TaskSpec("mlm", MLMDataModule, MLMModule, "masked-LM continued pretraining of an encoder on raw text"),
+        TaskSpec("lm", LMDataModule, CausalLMModule,
+                 "continued pretraining on raw text (.txt files / folders, JSONL text), packed rows"),
+        TaskSpec("instruct", InstructDataModule, InstructModule,
+                 "instruction tuning (Alpaca JSON/JSONL, chat JSONL messages), loss on responses"),
     ]
 }
 

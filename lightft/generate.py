@@ -1,0 +1,211 @@
+"""Text generation with a KV cache: greedy or sampled (temperature, top-k, top-p), EOS and stop strings, batches.
+
+`generate_ids` is the token-level loop (left-padded batch, one prefill, then one token per step
+through `KVCache`; `use_cache=False` recomputes the whole sequence each step, as a check).
+`generate_text` adds prompts as text, the chat / instruction template and stop strings.
+`load_for_generation` opens a base model folder, a merged export or a run folder (its trained backbone).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from lightft.checkpoint import load_model
+from lightft.errors import LightftError
+from lightft.model import KVCache, Transformer
+from lightft.tokenizer import Tokenizer, load_tokenizer
+
+
+@dataclass
+class SamplingOptions:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    seed: Optional[int] = None
+    stop: tuple[str, ...] = ()  # stop strings (the text is cut before them)
+    use_cache: bool = True
+
+    def check(self) -> None:
+        if self.max_new_tokens < 1:
+            raise LightftError("--max-new-tokens must be at least 1")
+        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise LightftError("--temperature and --top-k must be >= 0 and --top-p in (0, 1]")
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]  # new tokens, without the final EOS
+    text: str = ""
+    finish_reason: str = "length"  # eos | stop | length
+    prompt: str = field(default="", repr=False)
+
+
+def eos_ids(model: Transformer, tokenizer: Optional[Tokenizer] = None) -> set[int]:
+    """Every id that ends generation: config eos (int or list), generation_config.json's, the tokenizer's."""
+    ids: set[int] = set()
+
+    def add(value) -> None:
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list):
+            ids.update(v for v in value if isinstance(v, int))
+
+    add(model.cfg.eos_token_id)
+    source = getattr(model, "source", {}).get("path")
+    gen_cfg = Path(source) / "generation_config.json" if source else None
+    if gen_cfg is not None and gen_cfg.is_file():
+        try:
+            add(json.loads(gen_cfg.read_text(encoding="utf-8")).get("eos_token_id"))
+        except json.JSONDecodeError:
+            pass  # a broken optional file only loses an extra stop id
+    if tokenizer is not None:
+        add(tokenizer.eos_id)
+    return ids
+
+
+def next_token(logits: torch.Tensor, opts: SamplingOptions, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """(B, V) last-position logits -> (B,) chosen ids."""
+    if opts.temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits.float() / opts.temperature
+    if opts.top_k:
+        kth = torch.topk(logits, min(opts.top_k, logits.shape[-1])).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if opts.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = sorted_logits.softmax(-1)
+        outside = probs.cumsum(-1) - probs > opts.top_p  # tokens after the nucleus is already full
+        sorted_logits = sorted_logits.masked_fill(outside, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+def _last_logits(model: Transformer, ids: torch.Tensor, mask: Optional[torch.Tensor],
+                 cache: Optional[KVCache]) -> torch.Tensor:
+    """Logits of the last position only: the LM head never sees the prompt's other positions."""
+    hidden = model(ids, attention_mask=mask, cache=cache, return_logits=False).hidden_states
+    return model.lm_head(hidden[:, -1]).float()  # (B, V)
+
+
+@torch.no_grad()
+def generate_ids(model: Transformer, prompts: list[list[int]], opts: SamplingOptions, eos: set[int],
+                 pad_id: int = 0, decode: Optional[Callable[[list[int]], str]] = None) -> list[Generation]:
+    """Continue each prompt (token ids); rows are left-padded and decoded together."""
+    opts.check()
+    cfg = model.cfg
+    if model.lm_head is None or not cfg.causal:
+        raise LightftError(f"generation needs a decoder with an LM head; this is a {cfg.family} encoder")
+    if any(not p for p in prompts):
+        raise LightftError("empty prompt: give at least one token of text")
+    device = next(model.parameters()).device
+    B, P = len(prompts), max(len(p) for p in prompts)
+    total = P + opts.max_new_tokens
+    if cfg.position == "learned" and total > cfg.max_positions:
+        raise LightftError(f"prompt ({P} tokens) + --max-new-tokens ({opts.max_new_tokens}) exceed the model's "
+                           f"{cfg.max_positions} positions; shorten the prompt or lower --max-new-tokens")
+    ids = torch.full((B, P), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((B, P), dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):  # left padding: every row's next token is at column P
+        ids[i, P - len(p):] = torch.as_tensor(p, device=device)
+        mask[i, P - len(p):] = 1
+    padded = not bool(mask.all())
+    dtype = next(model.parameters()).dtype
+    cache = KVCache(cfg, B, total, device, dtype) if opts.use_cache else None
+    generator = torch.Generator(device=device).manual_seed(opts.seed) if opts.seed is not None else None
+    was_training = model.training
+    model.eval()
+    logits = _last_logits(model, ids, mask if padded else None, cache)
+    results = [Generation([]) for _ in range(B)]
+    done = [False] * B
+    seq = ids
+    for step in range(opts.max_new_tokens):
+        chosen = next_token(logits, opts, generator)  # (B,)
+        for b, t in enumerate(chosen.tolist()):
+            if done[b]:
+                continue
+            if t in eos:
+                done[b], results[b].finish_reason = True, "eos"
+                continue
+            results[b].token_ids.append(t)
+            if opts.stop and decode is not None and any(s in decode(results[b].token_ids) for s in opts.stop):
+                done[b], results[b].finish_reason = True, "stop"
+        if all(done) or step == opts.max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # (B, S + 1)
+        step_ids = chosen[:, None]  # (B, 1); finished rows keep decoding, their output is ignored
+        if cache is not None:
+            logits = _last_logits(model, step_ids, mask if padded else None, cache)
+        else:
+            seq = torch.cat([seq, step_ids], dim=1)
+            logits = _last_logits(model, seq, mask if padded else None, None)
+    model.train(was_training)
+    return results
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    cuts = [text.index(s) for s in stop if s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+def render_prompt(tokenizer: Tokenizer, prompt: str, template: Optional[str]) -> str:
+    """template None = the raw prompt; 'chat', 'alpaca' or a custom text = the instruction format."""
+    if template is None:
+        return prompt
+    from lightft.data.instruct import format_prompt
+
+    return format_prompt(tokenizer, template, prompt)
+
+
+def generate_text(model: Transformer, tokenizer: Tokenizer, prompts: list[str], opts: SamplingOptions,
+                  template: Optional[str] = None, batch_size: int = 8) -> list[Generation]:
+    """Generate for text prompts in batches; special tokens are skipped in the returned text."""
+    eos = eos_ids(model, tokenizer)
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else (min(eos) if eos else 0)
+    decode = lambda ids: tokenizer.decode(ids)  # noqa: E731
+    out: list[Generation] = []
+    for start in range(0, len(prompts), batch_size):
+        texts = [render_prompt(tokenizer, p, template) for p in prompts[start : start + batch_size]]
+        ids = []
+        for t in texts:
+            has_bos = bool(tokenizer.bos_token) and t.startswith(tokenizer.bos_token)
+            ids.append(tokenizer.encode(t, add_special_tokens=not has_bos))
+        for text, gen in zip(texts, generate_ids(model, ids, opts, eos, pad, decode)):
+            gen.prompt = text
+            gen.text = cut_at_stop(tokenizer.decode(gen.token_ids), opts.stop)
+            out.append(gen)
+    return out
+
+
+def load_for_generation(path: str, dtype: str = "float32", chat: Optional[bool] = None
+                        ) -> tuple[Transformer, Tokenizer, Optional[str]]:
+    """(model, tokenizer, template) for a model folder, a merged export or a run folder.
+
+    The template is the one an instruct run was trained with; otherwise the model's chat template
+    when it has one and `chat` is not False, else None (raw text).
+    """
+    from lightft.train.run import is_run_dir, load_run_module
+
+    template = None
+    if is_run_dir(path):
+        module, info = load_run_module(path, {"dtype": dtype, "progress": False})
+        from lightft.lora import merge_lora
+
+        # fold LoRA updates into the weights: same outputs, one matmul per layer while decoding
+        model, tokenizer = merge_lora(module.backbone), load_tokenizer(info["base_model"])
+        model.source = {**getattr(model, "source", {}), "path": info["base_model"]}
+        template = info.get("task_state", {}).get("template")
+    else:
+        model, tokenizer = load_model(path, dtype=dtype), load_tokenizer(path)
+    if chat is False:
+        template = None
+    elif template is None and tokenizer.chat_template and chat is not False:
+        template = "chat"
+    elif chat is True and template is None:
+        raise LightftError(f"--chat: {path} has no chat template; drop --chat")
+    return model.eval(), tokenizer, template
