@@ -190,3 +190,19 @@ class TaskDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("eval", train=False)
+
+
+class LabelledDataModule(TaskDataModule):
+    """A format whose examples carry label names (classify, ner): the names travel to the module and
+    back from a run folder, so evaluation uses the training ids."""
+
+    def __init__(self, *args: Any, label_names: Optional[list[str]] = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.label_names = label_names
+
+    def task_args(self) -> dict[str, Any]:
+        return {"label_names": self.label_names}
+
+    @classmethod
+    def eval_args(cls, task_state: dict[str, Any]) -> dict[str, Any]:
+        return {"label_names": task_state.get("label_names")}

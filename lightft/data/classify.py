@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import torch
 
-from lightft.data.base import TaskDataModule, attention_mask_for, pad_sequences
+from lightft.data.base import LabelledDataModule, attention_mask_for, pad_sequences
 from lightft.data.cache import Example
 from lightft.data.readers import read_records, require_field
 from lightft.errors import LightftError
@@ -28,19 +28,8 @@ def sort_labels(labels: set[str]) -> list[str]:
     return sorted(labels)
 
 
-class ClassificationDataModule(TaskDataModule):
+class ClassificationDataModule(LabelledDataModule):
     task = "classify"
-
-    def __init__(self, *args: Any, label_names: Optional[list[str]] = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.label_names = label_names
-
-    def task_args(self) -> dict[str, Any]:
-        return {"label_names": self.label_names}
-
-    @classmethod
-    def eval_args(cls, task_state: dict[str, Any]) -> dict[str, Any]:
-        return {"label_names": task_state.get("label_names")}
 
     def cache_options(self) -> dict[str, Any]:
         o = self.opts

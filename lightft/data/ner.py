@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from lightft.data.base import TaskDataModule, attention_mask_for, pad_sequences
+from lightft.data.base import LabelledDataModule, attention_mask_for, pad_sequences
 from lightft.data.cache import Example
 from lightft.data.readers import iter_jsonl, read_text, require_field
 from lightft.errors import LightftError
@@ -100,19 +100,8 @@ def word_offsets(words: list[str]) -> tuple[str, list[int], list[int]]:
     return " ".join(words), starts, ends
 
 
-class NerDataModule(TaskDataModule):
+class NerDataModule(LabelledDataModule):
     task = "ner"
-
-    def __init__(self, *args: Any, label_names: Optional[list[str]] = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.label_names = label_names
-
-    def task_args(self) -> dict[str, Any]:
-        return {"label_names": self.label_names}
-
-    @classmethod
-    def eval_args(cls, task_state: dict[str, Any]) -> dict[str, Any]:
-        return {"label_names": task_state.get("label_names")}
 
     def cache_options(self) -> dict[str, Any]:
         return {**super().cache_options(), "format": self.opts.format}

@@ -10,19 +10,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from lightft.train.module import TaskModule, pool
-
-
-class ClassificationHead(nn.Module):
-    def __init__(self, hidden: int, num_labels: int, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden, num_labels)
-        nn.init.normal_(self.out.weight, std=0.02)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.out(self.dropout(pooled))
+from lightft.train.module import LinearHead, TaskModule, pool
 
 
 class ClassificationModule(TaskModule):
@@ -42,7 +30,7 @@ class ClassificationModule(TaskModule):
                                      "macro_f1": MulticlassF1Score(n, average="macro")})
             for stage in ("val", "test")
         })
-        return ClassificationHead(cfg.hidden_size, n, self.opts.classifier_dropout)
+        return LinearHead(cfg.hidden_size, n, self.opts.classifier_dropout)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         out = self.backbone(batch["input_ids"], attention_mask=batch["attention_mask"],

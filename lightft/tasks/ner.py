@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
-from lightft.train.module import TaskModule
+from lightft.train.module import LinearHead, TaskModule
 
 Span = tuple[str, int, int]  # (type, first word, end word exclusive)
 
@@ -60,25 +60,13 @@ class EntityF1(Metric):
         return {"precision": precision, "recall": recall, "f1": f1}
 
 
-class TokenClassificationHead(nn.Module):
-    def __init__(self, hidden: int, num_labels: int, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden, num_labels)
-        nn.init.normal_(self.out.weight, std=0.02)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.out(self.dropout(hidden))  # (B, T, H) -> (B, T, labels)
-
-
 class NerModule(TaskModule):
     task = "ner"
     monitor, monitor_mode = "val_f1", "max"
 
     def build_head(self, label_names: list[str]) -> nn.Module:
         self.metrics = nn.ModuleDict({stage: EntityF1() for stage in ("val", "test")})
-        return TokenClassificationHead(self.backbone.cfg.hidden_size, len(label_names), self.opts.classifier_dropout)
+        return LinearHead(self.backbone.cfg.hidden_size, len(label_names), self.opts.classifier_dropout)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         out = self.backbone(batch["input_ids"], attention_mask=batch["attention_mask"], return_logits=False)

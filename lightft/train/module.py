@@ -179,3 +179,17 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooled: Optional[to
         last = mask.long().sum(1) - 1  # right padding: index of the last real token
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last.clamp(min=0)]
     raise AssertionError(f"unknown pooling {how}")
+
+
+class LinearHead(nn.Module):
+    """dropout -> linear, on pooled (B, H) or per-token (B, T, H) states; the head of classify and ner."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, num_labels)
+        nn.init.normal_(self.out.weight, std=0.02)  # small logits at the start, as BERT-style heads do
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(states))  # (..., H) -> (..., labels)
