@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from lightft.data.base import pad_sequences
 from lightft.data.cache import Example
 
