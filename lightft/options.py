@@ -105,7 +105,7 @@ class Options:
     val_every: Optional[int] = opt(None, "Validate every N optimiser steps (default: once per epoch).")
     checkpoint_every: Optional[int] = opt(None, "Also save a checkpoint every N optimiser steps.")
     log_every: int = opt(10, "Log loss / lr / tokens per second every N steps.")
-    compile: bool = opt(False, "torch.compile the backbone.")
+    compile: bool = opt(False, "torch.compile each transformer block (one-off compile time; much faster steps on CPU).")
     grad_checkpointing: bool = opt(False, "Recompute activations in the backward pass (less memory).")
     progress: bool = opt(True, "Show a progress bar.")
 

@@ -30,6 +30,22 @@ def prepare_backbone(backbone: Transformer, opts: Options) -> Transformer:
     mark_trainable(backbone, mode, freeze_embeddings=opts.freeze == "embeddings")
     if opts.grad_checkpointing:
         backbone.gradient_checkpointing = True
+    if opts.compile:
+        compile_blocks(backbone)
+    return backbone
+
+
+def compile_blocks(backbone: Transformer) -> Transformer:
+    """`torch.compile` each transformer block in place ("regional" compilation).
+
+    The blocks are identical modules, so they share one compiled graph: compile time is that of one
+    block, not of the whole model. What compilation buys on CPU is fusion of the elementwise work
+    around the matmuls (RMSNorm in fp32, RoPE, SiLU·up, residual adds, bf16 casts), which in eager
+    mode costs more time than the matmuls themselves (see benchmarks/RESULTS.md, issue 7). Masks,
+    RoPE tables, the LM head and the loss stay eager.
+    """
+    for block in backbone.layers:
+        block.compile()
     return backbone
 
 
