@@ -1,9 +1,9 @@
 """Causal language modelling (`lm`, `instruct`): next-token loss on labelled positions only, perplexity.
 
 The backbone runs without its LM head (`return_logits=False`); hidden states are gathered at the
-positions whose next token has a label, and cross-entropy goes through `lm_head` in chunks, each
-recomputed in the backward pass (activation checkpointing), so full-vocabulary logits exist for at
-most `chunk` positions at a time — never for padding or prompt tokens. For `instruct` the labels
+positions whose next token has a label, and cross-entropy goes through `lm_head` in chunks whose
+gradients are taken in the same pass (`LinearCrossEntropy`), so full-vocabulary logits exist for at
+most `chunk` positions at a time — never for padding or prompt tokens — and are never recomputed. For `instruct` the labels
 cover responses only, so loss and perplexity are response-token figures.
 """
 
@@ -14,7 +14,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from torchmetrics import SumMetric
 
 from lightft.errors import LightftError
@@ -23,29 +22,59 @@ from lightft.train.module import TaskModule
 CHUNK = 1024  # labelled positions per lm_head call (1024 x 49k vocab x fp32 = 200 MB of logits at most)
 
 
-def _chunk_nll(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed cross-entropy of one chunk: (N, H) hidden states, (N,) target ids."""
-    logits = lm_head(hidden).float()  # (N, vocab)
-    return F.cross_entropy(logits, targets, reduction="sum")
+class LinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weightᵀ` by chunks of rows, gradients computed in the same pass.
+
+    d(sum of CE)/d(logits) = softmax − one-hot is known as soon as a chunk's logits are, so each chunk
+    turns its logits straight into the gradient w.r.t. `hidden` (N, H) — and w.r.t. `weight` when it
+    trains — and frees them. Backward only scales what forward kept: no second LM-head pass (what
+    activation checkpointing would cost) and never more than `chunk` rows of logits alive.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        for start in range(0, targets.numel(), chunk):
+            hc, yc = hidden[start : start + chunk], targets[start : start + chunk]
+            logits = F.linear(hc, weight)  # (n, vocab), in the matmul dtype (bf16 under autocast)
+            lf = logits.float()
+            lse = torch.logsumexp(lf, dim=-1)  # (n,)
+            total += (lse - lf.gather(1, yc[:, None]).squeeze(1)).sum()
+            if need_h or need_w:
+                probs = lf.sub_(lse[:, None]).exp_()  # softmax, in place
+                probs[torch.arange(yc.numel(), device=yc.device), yc] -= 1.0
+                d = probs.to(logits.dtype)  # (n, vocab) d(sum CE)/d(logits)
+                if need_h:
+                    grad_h[start : start + chunk] = (d @ weight.to(d.dtype)).to(hidden.dtype)
+                if need_w:
+                    grad_w += (d.t() @ hc.to(d.dtype)).float()
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        grad_h, grad_w = ctx.saved_tensors
+        gh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
+        gw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
+        return gh, gw, None, None
 
 
-def next_token_nll(lm_head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor,
+def next_token_nll(lm_head: nn.Linear, hidden: torch.Tensor, labels: torch.Tensor,
                    chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of next-token NLL, number of labelled tokens) for hidden (B, T, H) and labels (B, T).
 
     Position t predicts labels[t + 1]; positions whose next label is -100 are never projected.
     """
+    assert lm_head.bias is None, "LM heads have no bias in the supported families"
     targets = labels[:, 1:]  # (B, T-1)
     keep = targets != -100
     h = hidden[:, :-1][keep]  # (N, H): only the labelled positions
     y = targets[keep]  # (N,)
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, y.numel(), chunk):
-        hc, yc = h[start : start + chunk], y[start : start + chunk]
-        if torch.is_grad_enabled() and hc.requires_grad:
-            total = total + checkpoint(_chunk_nll, lm_head, hc, yc, use_reentrant=False)
-        else:
-            total = total + _chunk_nll(lm_head, hc, yc)
+    total = LinearCrossEntropy.apply(h, lm_head.weight, y, chunk)
     return total, torch.tensor(y.numel(), device=hidden.device)
 
 
