@@ -53,6 +53,9 @@ WORKLOADS: dict[str, dict[str, Any]] = {
 }
 
 
+SIDES = ("lightft", "lightft+compile", "baseline")
+
+
 # --------------------------------------------------------------------------------------------- data
 def lightft_options(spec: dict[str, Any], args: argparse.Namespace):
     from lightft.options import Options
@@ -350,7 +353,8 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     spec = WORKLOADS[args.workload]
-    side = (LightftSide if args.worker == "lightft" else BaselineSide)(spec, args)
+    args.compile = args.compile or args.worker == "lightft+compile"
+    side = (LightftSide if args.worker.startswith("lightft") else BaselineSide)(spec, args)
     info = side.setup()
     info["setup_peak_rss_mib"] = common.lifetime_peak_rss_mib()
     common.reset_peak_rss()
@@ -421,9 +425,10 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="lightft: torch.compile the backbone blocks")
     p.add_argument("--grad-checkpointing", action="store_true", help="lightft: activation checkpointing")
     p.add_argument("--no-eval", action="store_true", help="skip the validation pass at the end")
-    p.add_argument("--sides", default="lightft,baseline", help="which workers to run")
+    p.add_argument("--sides", default="lightft,baseline",
+                   help=f"comma list of workers, from {', '.join(SIDES)} (lightft+compile = lightft with --compile)")
     p.add_argument("--json", help="also write the results here")
-    p.add_argument("--worker", choices=("lightft", "baseline"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.limit_val is None:
         args.limit_val = 872 if args.workload == "c" else 64
@@ -463,7 +468,7 @@ def main() -> None:
     peak = peak_bf16
     results = {w.name: {**summarise(w, spec, model_n, peak), **finals[w.name], "setup": w.info} for w in workers}
     if spec["mode"] == "generate" and len(workers) == 2:
-        a, b = workers
+        a, b = workers  # greedy decoding: both sides should pick the same tokens
         same = sum(x == y for sa, sb in zip(a.steps, b.steps) for x, y in zip(sa["tokens"], sb["tokens"]))
         results["greedy_token_agreement"] = same / max(1, sum(len(s["tokens"]) for s in a.steps))
     out = {"workload": args.workload, "title": spec["title"], "machine": {**machine, "load_after": os.getloadavg()},
@@ -476,7 +481,7 @@ def main() -> None:
 
 def print_table(out: dict[str, Any]) -> None:
     res = out["results"]
-    sides = [k for k in ("lightft", "baseline") if k in res]
+    sides = [k for k in SIDES if k in res]
     print(f"\n{out['title']}  (load avg {out['machine']['load_average'][0]:.1f} -> {out['machine']['load_after'][0]:.1f};"
           f" bf16 peak {out['matmul_peak_gflops']['bf16']:.0f} GFLOP/s)")
     print("| side | tokens/s | samples/s | step s (median) | padding | peak RSS MiB | GFLOP/s | MFU (bf16 peak) | eval |")
@@ -486,10 +491,12 @@ def print_table(out: dict[str, Any]) -> None:
         ev = ", ".join(f"{k}={r[k]:.4f}" for k in ("val_loss", "val_accuracy") if k in r)
         print(f"| {s} | {r['tokens_s']:.0f} | {r['samples_s']:.2f} | {r['step_s_median']:.2f} | {r['pad_share']:.1%} "
               f"| {r['peak_rss_mib']:.0f} | {r['gflops_s']:.0f} | {r['mfu']:.1%} | {ev} |")
-    if len(sides) == 2:
-        a, b = res["lightft"], res["baseline"]
-        print(f"lightft / baseline: tokens/s {a['tokens_s'] / b['tokens_s']:.2f}x, "
-              f"peak RSS {a['peak_rss_mib'] / b['peak_rss_mib']:.2f}x")
+    b = res.get("baseline")
+    for s in sides:
+        if b is not None and s != "baseline":
+            a = res[s]
+            print(f"{s} / baseline: tokens/s {a['tokens_s'] / b['tokens_s']:.2f}x, "
+                  f"peak RSS {a['peak_rss_mib'] / b['peak_rss_mib']:.2f}x")
     if "greedy_token_agreement" in res:
         print(f"greedy tokens identical: {res['greedy_token_agreement']:.1%}")
 
