@@ -73,9 +73,10 @@ def run_lightft(args: argparse.Namespace, train_file: str, val_file: str, out: P
     from lightft.options import Options
     from lightft.train.run import train
 
+    lora = dict(lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                lora_targets="all-linear") if args.mode == "lora" else {}  # LoRA flags with --full are refused
     opts = Options(model=args.model, train=train_file, val=val_file, out=str(out), overwrite=True,
-                   lora=args.mode == "lora", lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-                   lora_dropout=args.lora_dropout, lora_targets="all-linear", epochs=args.epochs,
+                   lora=args.mode == "lora", **lora, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, weight_decay=0.01,
                    max_length=args.max_length, seed=args.seed, pooling="pooler", classifier_dropout=0.1,
                    progress=False, cache=False, log_every=50, group_by_length=args.group_by_length)
