@@ -157,6 +157,13 @@ class TaskDataModule(L.LightningDataModule):
         stats["truncated"] = stats.get("truncated", 0) + 1
         return limit
 
+    def padded_inputs(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        """input_ids (B, T_max) right-padded with the tokenizer's pad id, and the matching attention_mask."""
+        ids = [e["input_ids"] for e in examples]
+        pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+        input_ids = pad_sequences(ids, pad)
+        return {"input_ids": input_ids, "attention_mask": attention_mask_for(ids, input_ids.shape[1])}
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         data = self.datasets[split]
         bs = self.opts.batch_size if train else (self.opts.eval_batch_size or 2 * self.opts.batch_size)

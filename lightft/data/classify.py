@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import torch
 
-from lightft.data.base import LabelledDataModule, attention_mask_for, pad_sequences
+from lightft.data.base import LabelledDataModule, pad_sequences
 from lightft.data.cache import Example
 from lightft.data.readers import read_records, require_field
 from lightft.errors import LightftError
@@ -94,12 +94,8 @@ class ClassificationDataModule(LabelledDataModule):
                                        f"known labels: {', '.join(self.label_names)}")
 
     def collate(self, examples: list[Example]) -> dict[str, Any]:
-        ids = [e["input_ids"] for e in examples]
-        pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
-        input_ids = pad_sequences(ids, pad)
         return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask_for(ids, input_ids.shape[1]),
+            **self.padded_inputs(examples),
             "token_type_ids": pad_sequences([e["token_type_ids"] for e in examples], 0),
             "labels": torch.tensor([self.label_to_id.get(e["label"], -100) for e in examples]),
             "line": torch.tensor([e["line"] for e in examples]),

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from lightft.data.base import LabelledDataModule, attention_mask_for, pad_sequences
+from lightft.data.base import LabelledDataModule, pad_sequences
 from lightft.data.cache import Example
 from lightft.data.readers import iter_jsonl, read_text, require_field
 from lightft.errors import LightftError
@@ -160,12 +160,8 @@ class NerDataModule(LabelledDataModule):
         return out
 
     def collate(self, examples: list[Example]) -> dict[str, Any]:
-        ids = [e["input_ids"] for e in examples]
-        pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
-        input_ids = pad_sequences(ids, pad)
         return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask_for(ids, input_ids.shape[1]),
+            **self.padded_inputs(examples),
             "labels": pad_sequences([self.token_labels(e) for e in examples], -100),
             "word_ids": pad_sequences([e["word_ids"] for e in examples], -1),  # (B, T), -1: not a word
             "line": torch.tensor([e["line"] for e in examples]),

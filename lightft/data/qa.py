@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import torch
 
-from lightft.data.base import TaskDataModule, attention_mask_for, pad_sequences
+from lightft.data.base import TaskDataModule, pad_sequences
 from lightft.data.cache import Example
 from lightft.data.readers import read_text
 from lightft.errors import LightftError
@@ -193,12 +193,8 @@ class QADataModule(TaskDataModule):
                                        f"(question {last} has {data[-1]['n_windows']} windows); raise it")
 
     def collate(self, examples: list[Example]) -> dict[str, Any]:
-        ids = [e["input_ids"] for e in examples]
-        pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
-        input_ids = pad_sequences(ids, pad)
         batch: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask_for(ids, input_ids.shape[1]),
+            **self.padded_inputs(examples),
             "token_type_ids": pad_sequences([e["token_type_ids"] for e in examples], 0),
             "start_positions": torch.tensor([e["start_position"] for e in examples]),
             "end_positions": torch.tensor([e["end_position"] for e in examples]),
