@@ -71,3 +71,18 @@ def test_export_refuses_non_empty_out_and_non_runs(lora_run):
     res = run_cli(["export", model, "--out", tmp / "x"], tmp / "cache")
     assert res.returncode != 0 and "not a run folder" in res.stderr.strip().splitlines()[-1]
     assert not (tmp / "x").exists()
+
+
+def test_predict_covers_every_record_even_if_training_limited_val(lora_run):
+    """The run in `lora_run` was trained with the default split; train another with --limit-val 2
+    and check predict still returns one record per input line (no silent subset)."""
+    tmp, model, _ = lora_run
+    data = write_classify_jsonl(tmp / "limited.jsonl", 40, seed=3)
+    run = tmp / "limited_run"
+    res = run_cli(["train", "classify", "--model", model, "--train", data, "--out", run, "--max-steps", "1",
+                   "--batch-size", "8", "--limit-val", "2", "--full", "--no-progress"], tmp / "cache")
+    assert res.returncode == 0, res.stderr[-2000:]
+    to_predict = write_classify_jsonl(tmp / "predict.jsonl", 9, seed=4)
+    res = run_cli(["predict", "classify", "--model", run, "--data", to_predict], tmp / "cache")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(res.stdout.strip().splitlines()) == 9

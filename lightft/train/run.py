@@ -231,14 +231,23 @@ def module_for(task: str, model: str, opts: Options) -> tuple[TaskModule, Any, d
     return None, load_tokenizer(model), opts
 
 
+def eval_options(run_opts: Options, opts: Options, progress: bool) -> Options:
+    """The run's own options with this command's batch sizes, format and --limit-val.
+
+    --limit-val comes from the command only (default: every record): a run trained with
+    --limit-val must not silently evaluate or predict a subset of another file.
+    """
+    return Options.from_dict({**run_opts.to_dict(), "batch_size": opts.batch_size,
+                              "eval_batch_size": opts.eval_batch_size, "limit_val": opts.limit_val,
+                              "progress": progress, "format": opts.format or run_opts.format})
+
+
 def evaluate(task: str, model: str, data: str, opts: Options) -> dict[str, float]:
     """Metrics of a run (or of a base model with an untrained head, as a 'before' figure) on `data`."""
     spec = get_task(task)
     seed_everything(opts.seed)
     module, tokenizer, run_opts = module_for(task, model, opts)
-    eval_opts = Options.from_dict({**run_opts.to_dict(), "batch_size": opts.batch_size,
-                                   "eval_batch_size": opts.eval_batch_size, "limit_val": opts.limit_val,
-                                   "progress": opts.progress, "format": opts.format or run_opts.format})
+    eval_opts = eval_options(run_opts, opts, opts.progress)
     task_state = module.task_state() if module is not None else {}
     dm = spec.datamodule(tokenizer, eval_opts, eval_file=data, **spec.datamodule.eval_args(task_state))
     dm.prepare_data()
@@ -255,9 +264,7 @@ def predict(task: str, model: str, data: str, opts: Options) -> list[dict[str, A
     module, tokenizer, run_opts = module_for(task, model, opts)
     if module is None:
         raise LightftError(f"{model}: predict needs a trained run folder (lightft train {task} ... --out RUN)")
-    eval_opts = Options.from_dict({**run_opts.to_dict(), "batch_size": opts.batch_size,
-                                   "eval_batch_size": opts.eval_batch_size, "progress": False,
-                                   "format": opts.format or run_opts.format})
+    eval_opts = eval_options(run_opts, opts, progress=False)
     dm = spec.datamodule(tokenizer, eval_opts, eval_file=data, **spec.datamodule.eval_args(module.task_state()))
     dm.prepare_data()
     dm.setup("predict")
