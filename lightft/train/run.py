@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -30,17 +29,16 @@ def seed_everything(seed: int) -> None:
     L.seed_everything(seed, workers=True, verbose=False)
 
 
-def base_model_dir(model: Optional[str]) -> tuple[str, Optional[dict[str, Any]]]:
-    """(base model folder, run.json or None) for a --model that is a model folder or a run folder."""
+def base_model_dir(model: Optional[str]) -> str:
+    """The base model folder of a --model that is a model folder or a run folder."""
     if not model:
         raise LightftError("--model is required: a model folder (config.json, model.safetensors, tokenizer.json) "
                            "or a run folder")
     if is_run_dir(model):
-        info = read_run(model)
-        return info["base_model"], info
+        return read_run(model)["base_model"]
     if not Path(model).is_dir():
         raise LightftError(f"{model}: model folder not found")
-    return model, None
+    return model
 
 
 def build_module(task: str, base_dir: str, opts: Options, task_args: dict[str, Any]) -> TaskModule:
@@ -57,8 +55,9 @@ def load_run_module(run_dir: str, overrides: Optional[dict[str, Any]] = None) ->
     info = read_run(run_dir)
     opts = Options.from_dict({**info["options"], **(overrides or {})}, f"{run_dir}/{RUN_FILE}")
     module = build_module(info["task"], info["base_model"], opts, info.get("task_state", {}))
-    if init_source(info["options"]):  # tensors this run did not train came from the run it started from
-        init_weights(module, init_source(info["options"]))
+    parent = init_source(info["options"])
+    if parent:  # tensors this run did not train came from the run it started from
+        init_weights(module, parent)
     weights = Path(run_dir) / WEIGHTS_FILE
     if not weights.is_file():
         raise LightftError(f"{run_dir}: no {WEIGHTS_FILE}; the run did not finish (resume it with --resume)")
@@ -132,7 +131,7 @@ def train(task: str, opts: Options) -> dict[str, Any]:
     check_train_options(opts)
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    base_dir, init_info = base_model_dir(opts.model)
+    base_dir = base_model_dir(opts.model)
     run_dir = Path(opts.out)
     seed_everything(opts.seed)
     trainer = make_trainer(opts, run_dir, spec.module.monitor, spec.module.monitor_mode, for_training=True)
@@ -272,6 +271,3 @@ def predict(task: str, model: str, data: str, opts: Options) -> list[dict[str, A
     batches = trainer.predict(module, datamodule=dm)
     return [rec for batch in batches for rec in batch]
 
-
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False)
