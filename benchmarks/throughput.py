@@ -47,11 +47,12 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "c": dict(title="full fine-tuning, MiniLM-L6 sequence classification, SST-2, batch 32, max 128, bf16 autocast",
               model="minilm", mode="full", data="sst2", batch=32, max_length=128, precision="bf16-mixed",
               lr=1e-4, group=True),
-    # fp32 for (d): in this torch CPU build a bf16 matmul with 1-2 rows takes a slow path (12-18 ms for
-    # (1, 576) x (576, 1536), vs 0.66 ms in fp32), which would make both sides' batch-1 decoding crawl.
-    "d": dict(title="greedy generation with KV cache, SmolLM2-135M, alpaca prompts, batch 1, fp32",
-              model="smollm2", mode="generate", data="alpaca", batch=1, max_length=512, precision="32-true",
+    "d": dict(title="greedy generation with KV cache, SmolLM2-135M, alpaca prompts, batch 1, bf16",
+              model="smollm2", mode="generate", data="alpaca", batch=1, max_length=512, precision="bf16-true",
               new_tokens=64, group=False),
+    "d32": dict(title="greedy generation with KV cache, SmolLM2-135M, alpaca prompts, batch 1, fp32",
+                model="smollm2", mode="generate", data="alpaca", batch=1, max_length=512, precision="32-true",
+                new_tokens=64, group=False),
 }
 
 
@@ -206,10 +207,12 @@ class LightftSide(Side):
         spec = self.spec
         dm, opts = datamodule(spec, self.args)
         self.prepare_common(dm, opts)
-        backbone = load_model(model_dir(spec), dtype=opts.dtype)
-        if spec["mode"] == "generate":
-            self.model = backbone.eval()
+        if spec["mode"] == "generate":  # the `lightft generate` path: load_for_generation (packs bf16 weights)
+            from lightft.generate import load_for_generation
+
+            self.model = load_for_generation(str(model_dir(spec)), dtype=opts.dtype, chat=False)[0]
             return {}
+        backbone = load_model(model_dir(spec), dtype=opts.dtype)
         prepare_backbone(backbone, opts)
         if spec["data"] == "sst2":
             from lightft.tasks.classify import ClassificationModule

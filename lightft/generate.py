@@ -3,7 +3,8 @@
 `generate_ids` is the token-level loop (left-padded batch, one prefill, then one token per step
 through `KVCache`; `use_cache=False` recomputes the whole sequence each step, as a check).
 `generate_text` adds prompts as text, the chat / instruction template and stop strings.
-`load_for_generation` opens a base model folder, a merged export or a run folder (its trained backbone).
+`load_for_generation` opens a base model folder, a merged export or a run folder (its trained backbone),
+inference-only (bf16 weights pre-packed for oneDNN on CPU: `lightft.inference`).
 """
 
 from __future__ import annotations
@@ -202,6 +203,9 @@ def load_for_generation(path: str, dtype: str = "float32", chat: Optional[bool] 
         template = info.get("task_state", {}).get("template")
     else:
         model, tokenizer = load_model(path, dtype=dtype), load_tokenizer(path)
+    from lightft.inference import pack_linears
+
+    pack_linears(model)  # bf16 on CPU: weights pre-packed for oneDNN, ~1.6x faster decoding; else no-op
     if chat is False:
         template = None
     elif template is None and tokenizer.chat_template and chat is not False:

@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 
 from lightft.errors import LightftError
+from lightft.fused import rotary
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
@@ -73,16 +74,18 @@ class RotaryEmbedding(torch.nn.Module):
         self.inv_freq = inv_freq.to(self.inv_freq.device if self.inv_freq.device.type != "meta" else "cpu")
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        # position_ids: (B, T) -> angles (B, T, head_dim/2) -> cos/sin (B, 1, T, head_dim)
+        """cos/sin half tables (B, 1, T, head_dim/2): both halves of a head share the same angles."""
+        # position_ids: (B, T) -> angles (B, T, head_dim/2) -> (B, 1, T, head_dim/2)
         angles = position_ids[..., None].float() * self.inv_freq.to(position_ids.device)
-        emb = torch.cat((angles, angles), dim=-1)
-        cos = (emb.cos() * self.attention_factor).to(dtype)[:, None]
-        sin = (emb.sin() * self.attention_factor).to(dtype)[:, None]
+        cos = (angles.cos() * self.attention_factor).to(dtype)[:, None]
+        sin = (angles.sin() * self.attention_factor).to(dtype)[:, None]
         return cos, sin
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, heads, T, head_dim) by the angles in cos/sin (B, 1, T, head_dim)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # (x1, x2) -> (-x2, x1)
-    return x * cos + rotated * sin
+    """Rotate x (B, heads, T, head_dim) by the angles in cos/sin (B, 1, T, head_dim/2).
+
+    Each pair (x_i, x_{i+d/2}) turns by its angle: (x1·cos − x2·sin, x2·cos + x1·sin), the same as the
+    usual `x·cos + rotate_half(x)·sin`; `lightft.fused.rotary` does it with a hand-written backward.
+    """
+    return rotary(x, cos, sin)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lightft.config import ModelConfig
@@ -36,18 +37,22 @@ def test_lora_step_leaves_frozen_weights_without_gradients():
         assert (p.grad is not None) == ("lora_" in name), name
 
 
-def test_linear_cross_entropy_matches_autograd_reference():
-    """Loss and both gradients equal plain lm_head + F.cross_entropy, across chunk boundaries."""
+@pytest.mark.parametrize("chunk,rows", [(5, 32), (5, 2), (16, 3)])
+def test_linear_cross_entropy_matches_autograd_reference(monkeypatch, chunk, rows):
+    """Loss and both gradients equal plain lm_head + F.cross_entropy, across chunk and row-block boundaries."""
     import torch.nn.functional as F
 
+    from lightft.tasks import causal_lm
     from lightft.tasks.causal_lm import next_token_nll
+
+    monkeypatch.setattr(causal_lm, "ROWS", rows)
 
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 30, bias=False)
     hidden = torch.randn(2, 9, 8, requires_grad=True)
     labels = torch.randint(0, 30, (2, 9))
     labels[0, :4] = -100  # a prompt: no loss there
-    total, n = next_token_nll(head, hidden, labels, chunk=5)
+    total, n = next_token_nll(head, hidden, labels, chunk=chunk)
     total.backward()
     ours = hidden.grad.clone(), head.weight.grad.clone()
     hidden.grad = head.weight.grad = None

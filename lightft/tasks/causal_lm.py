@@ -19,7 +19,8 @@ from torchmetrics import SumMetric
 from lightft.errors import LightftError
 from lightft.train.module import TaskModule
 
-CHUNK = 1024  # labelled positions per lm_head call (1024 x 49k vocab x fp32 = 200 MB of logits at most)
+CHUNK = 256  # labelled positions per lm_head matmul (256 x 49k vocab: 25 MB of bf16 logits)
+ROWS = 32  # rows per softmax pass: 32 x 49k fp32 = 6 MB, so the passes over a row block stay in cache
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -29,6 +30,11 @@ class LinearCrossEntropy(torch.autograd.Function):
     turns its logits straight into the gradient w.r.t. `hidden` (N, H) — and w.r.t. `weight` when it
     trains — and frees them. Backward only scales what forward kept: no second LM-head pass (what
     activation checkpointing would cost) and never more than `chunk` rows of logits alive.
+
+    Speed: the matmuls are a third of the time; the rest is memory traffic over the (rows, vocab)
+    fp32 block (log-softmax, exp, the cast back). Running those passes on `ROWS` rows at a time keeps
+    each block in cache between passes, about 2x faster than whole-chunk passes on a 2-core CPU
+    (benchmarks/RESULTS.md, issue 7). Log-softmax in fp32 keeps the loss exact for any logit gap.
     """
 
     @staticmethod
@@ -38,19 +44,24 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         for start in range(0, targets.numel(), chunk):
-            hc, yc = hidden[start : start + chunk], targets[start : start + chunk]
+            hc = hidden[start : start + chunk]
             logits = F.linear(hc, weight)  # (n, vocab), in the matmul dtype (bf16 under autocast)
-            lf = logits.float()
-            lse = torch.logsumexp(lf, dim=-1)  # (n,)
-            total += (lse - lf.gather(1, yc[:, None]).squeeze(1)).sum()
-            if need_h or need_w:
-                probs = lf.sub_(lse[:, None]).exp_()  # softmax, in place
-                probs[torch.arange(yc.numel(), device=yc.device), yc] -= 1.0
-                d = probs.to(logits.dtype)  # (n, vocab) d(sum CE)/d(logits)
-                if need_h:
-                    grad_h[start : start + chunk] = (d @ weight.to(d.dtype)).to(hidden.dtype)
-                if need_w:
-                    grad_w += (d.t() @ hc.to(d.dtype)).float()
+            d = torch.empty_like(logits) if (need_h or need_w) else None  # d(sum CE)/d(logits)
+            n = logits.shape[0]
+            for row in range(0, n, ROWS):
+                end = min(row + ROWS, n)
+                yc = targets[start + row : start + end]
+                picked = torch.arange(end - row, device=yc.device)
+                logp = torch.log_softmax(logits[row:end], dim=-1, dtype=torch.float32)  # (rows, vocab)
+                total -= logp[picked, yc].sum()
+                if d is not None:
+                    probs = logp.exp_()  # softmax, in place
+                    probs[picked, yc] -= 1.0
+                    d[row:end] = probs  # cast to the logits dtype
+            if need_h:
+                grad_h[start : start + chunk] = (d @ weight.to(d.dtype)).to(hidden.dtype)
+            if need_w:
+                grad_w += (d.t() @ hc.to(d.dtype)).float()
         ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
         return total

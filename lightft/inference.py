@@ -1,0 +1,69 @@
+"""Inference-only weight layout: bf16 linear weights pre-packed for oneDNN, so CPU decoding is not slowed by layout.
+
+Why: decoding one token multiplies a single row by every weight matrix, so its speed is how fast the
+weights stream from memory. In fp32 PyTorch's matmul reaches the memory bandwidth (about 24 GB/s on
+the 2-core benchmark machine); in bf16 it should read half the bytes, but the plain bf16 kernel
+re-lays out the weight on every call and runs at about 11 GB/s, no faster than fp32. Packing each
+weight once into oneDNN's blocked layout (what `torch.compile`'s CPU freezing pass does) lets the
+bf16 matmul stream it at about 19 GB/s — measured in benchmarks/RESULTS.md (issue 7, workload d).
+
+Packed layers are for inference only: they hold no parameters (nothing to train or save) and apply
+where oneDNN is available, on CPU, for bf16 weights; everywhere else `pack_linears` changes nothing.
+LoRA layers must be merged first (`lightft.lora.merge_lora`), so packing sees plain weights.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from lightft.model import Transformer
+
+
+def packing_available(weight: torch.Tensor) -> bool:
+    """oneDNN packing helps bf16 weights on CPU; other dtypes/devices keep PyTorch's own kernels."""
+    return (weight.device.type == "cpu" and weight.dtype == torch.bfloat16
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+class PackedLinear(nn.Module):
+    """y = x Wᵀ + b with W stored in oneDNN's blocked layout (an opaque tensor: not a parameter)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        # batch-size hint 1: the layout is tuned for one-row (decoding) calls; prefill still works
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
+        self.bias: Optional[torch.Tensor] = linear.bias.detach() if linear.bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed=oneDNN"
+
+
+def pack_linears(model: Transformer) -> int:
+    """Replace the blocks' and the LM head's linear layers by packed copies in place; returns how many.
+
+    Does nothing (returns 0) where packing does not apply. Refuses unmerged LoRA layers: their update
+    would be lost.
+    """
+    from lightft.lora.layer import LoRALinear
+
+    weight = next((m.weight for m in model.modules() if isinstance(m, nn.Linear)), None)
+    if weight is None or not packing_available(weight):
+        return 0
+    if any(isinstance(m, LoRALinear) and not m.merged for m in model.modules()):
+        raise ValueError("pack_linears: merge LoRA layers first (lightft.lora.merge_lora)")  # checked before any change
+    count = 0
+    for parent in [*model.layers.modules(), model]:
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, nn.Linear) or (parent is model and name != "lm_head"):
+                continue
+            setattr(parent, name, PackedLinear(child))
+            count += 1
+    model.training = False
+    return count
