@@ -176,10 +176,6 @@ class TaskModule(L.LightningModule):
                                    f"{tuple(own[key].shape)}")
         self.load_state_dict(state, strict=False)
 
-    def real_tokens(self, batch: dict[str, Any]) -> int:
-        mask = batch.get("attention_mask")
-        return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooled: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(B, T, H) -> (B, H): BERT pooler output, the first ([CLS]) token, the masked mean, or the last real token."""
