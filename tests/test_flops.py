@@ -67,7 +67,6 @@ def test_callback_counts_what_a_decoder_classifier_runs(how):
     cb = Throughput()
     cb.setup(None, module, "fit")
     batch = batch_of(LENGTHS)
-    module(batch)  # the first batch shows which matmuls run
     tokens, head = 8, 32
     expected = {"full": 6 * (N_BLOCKS + head) * tokens + 3 * ATTN_CAUSAL,
                 "lora": 4 * (N_BLOCKS + head) * tokens + 6 * N_LORA * tokens + 2 * head * tokens + 3 * ATTN_CAUSAL,
@@ -75,6 +74,16 @@ def test_callback_counts_what_a_decoder_classifier_runs(how):
     if how == "head":  # nothing before the head trains: no backward through the backbone
         assert not any(p.requires_grad for p in backbone.parameters())
     assert cb._step_flops(real_lengths(batch)) == expected
+
+
+def test_lm_task_counts_the_tied_lm_head():
+    from lightft.tasks.causal_lm import CausalLMModule
+
+    module = CausalLMModule(prepare_backbone(tiny_llama(), Options(lora=False)), Options(lora=False))
+    assert module.runs_lm_head
+    cb = Throughput()
+    cb.setup(None, module, "fit")
+    assert cb._step_flops(LENGTHS) == 6 * (N_BLOCKS + N_LM_HEAD) * 8 + 3 * ATTN_CAUSAL
 
 
 def test_real_lengths_of_packed_rows_count_each_document():

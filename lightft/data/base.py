@@ -61,6 +61,7 @@ class TaskDataModule(L.LightningDataModule):
         self.files = {"train": train_file, "val": val_file, "eval": eval_file}
         self.datasets: dict[str, list[Example]] = {}
         self.stats: dict[str, dict[str, Any]] = {}
+        self.pad_multiple = opts.resolved_pad_multiple()  # checked here: a bad value fails before any work
 
     # --- what a format implements -------------------------------------------------------------
     def build_examples(self, path: str, split: str) -> tuple[list[Example], dict[str, Any]]:
@@ -185,7 +186,7 @@ class TaskDataModule(L.LightningDataModule):
         losses and metrics do not change, and right padding keeps a causal decoder on its
         mask-free path (Transformer.build_mask).
         """
-        m = self.opts.resolved_pad_multiple()
+        m = self.pad_multiple
         B, T = batch["input_ids"].shape
         width = min(math.ceil(T / m) * m, max(T, self.opts.max_length))
         if width == T:

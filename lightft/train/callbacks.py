@@ -1,4 +1,4 @@
-"""Lightning callbacks: real-token throughput and MFU in the progress bar and the CSV log; the data position for resume."""
+"""Lightning callbacks: real-token throughput and MFU in the progress bar and CSV log; the data position for resume."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ class Throughput(L.Callback):
     device: model FLOPs (lightft/train/flops.py) of this rank's real tokens over the time, divided
     by the matmul peak this rank measured at the start of training (about half a second, in the
     dtype the matmuls run in, on the training device; ranks sharing a CPU measure a shared peak).
-    Which matmuls a step runs (a decoder classifier never runs its LM head) is read once, from
-    hooks on the first training batch, on the modules outside the transformer blocks; every block
-    linear always runs. Time between batches (data loading, checkpoints) counts; evaluation does not.
+    Every nn.Linear and LoRA factor of the module counts, except an LM head the task does not run
+    (`TaskModule.runs_lm_head`). Time between batches (data loading, checkpoints) counts;
+    evaluation does not.
     """
 
     def __init__(self, window: int = 10, peak_seconds: float = 0.4):
@@ -34,44 +34,32 @@ class Throughput(L.Callback):
         self.total_padded = 0
         self.total_flops = self.total_time = 0.0
         self.peak_gflops = 0.0
-        self._linears: dict[int, tuple[int, bool]] = {}  # id(module) -> (matmul weights, trained) of what runs
-        self._hooks: list[Any] = []
-        self._ran: set[int] = set()  # ids of the hooked modules the first batch ran
-        self._outside: set[int] = set()  # ids of the modules outside the blocks (hooked)
+        self._n = self._n_trained = 0  # matmul weights a step runs (LoRA factors included), and those trained
         self._backward = True
         self._shape: tuple[int, int, bool] = (0, 0, False)  # layers, d_attn, causal
 
     # --- what the model runs ------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
-        """Count matmul weights before any strategy wraps or shards the module (FSDP)."""
+        """Count the matmul weights a step runs, before any strategy wraps or shards the module (FSDP)."""
         if stage != "fit":
             return
-        backbone = module.backbone
-        cfg = backbone.cfg
+        cfg, lm_head = module.backbone.cfg, module.backbone.lm_head
         self._shape = (cfg.num_layers, cfg.num_heads * cfg.head_dim, cfg.causal)
-        in_blocks = {id(m) for m in backbone.layers.modules()}
-        self._linears, hooked = {}, []
+        self._n = self._n_trained = 0
         for m in module.modules():
-            if isinstance(m, nn.Linear):
-                self._linears[id(m)] = (m.weight.numel(), m.weight.requires_grad)
-            if lora_numel(m):
-                self._linears[-id(m)] = (lora_numel(m), m.lora_A.requires_grad)
-            if id(m) not in in_blocks and (isinstance(m, nn.Linear) or lora_numel(m)):
-                hooked.append(m)
-        self._ran, self._outside = set(), {id(m) for m in hooked}
-        self._hooks = [m.register_forward_hook(lambda mod, args, out: self._ran.add(id(mod))) for m in hooked]
-        # backward runs through the model when anything inside the backbone trains
-        self._backward = any(p.requires_grad for p in backbone.parameters())
+            if m is lm_head and not module.runs_lm_head:
+                continue  # a matmul this task never runs (the LM head of a decoder classifier)
+            weights = [m.weight] if isinstance(m, nn.Linear) else []
+            weights += [m.lora_A, m.lora_B] if lora_numel(m) else []
+            for w in weights:
+                self._n += w.numel()
+                self._n_trained += w.numel() if w.requires_grad else 0
+        # the backward pass runs through the model when anything inside the backbone trains
+        self._backward = any(p.requires_grad for p in module.backbone.parameters())
 
     def _step_flops(self, lengths: list[int]) -> float:
         layers, d_attn, causal = self._shape
-        n = n_trained = 0
-        for key, (numel, trained) in self._linears.items():
-            if abs(key) in self._outside and abs(key) not in self._ran:
-                continue  # a matmul this task never runs (the LM head of a decoder classifier)
-            n += numel
-            n_trained += numel if trained else 0
-        return step_flops(n, n_trained, lengths, layers, d_attn, causal, self._backward)
+        return step_flops(self._n, self._n_trained, lengths, layers, d_attn, causal, self._backward)
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         precision = str(trainer.precision)
@@ -86,10 +74,6 @@ class Throughput(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self._hooks:  # the first batch has shown which matmuls run
-            for h in self._hooks:
-                h.remove()
-            self._hooks = []
         now = time.perf_counter()
         elapsed, self._mark = now - self._mark, now
         lengths = real_lengths(batch)
@@ -125,9 +109,9 @@ class Throughput(L.Callback):
                                                                    self.peak_gflops))
         seconds = self._reduce(trainer, self.total_time, "max")
         gflop_s = flops / seconds / 1e9 if seconds else 0.0
-        return {"train_tokens": int(tokens), "train_gflop_s": round(gflop_s, 2),
-                "train_mfu": round(gflop_s / peak, 4) if peak else None,
-                "matmul_peak_gflop_s": round(peak / trainer.world_size, 1)}
+        return {"train_tokens": int(tokens), "train_gflop_s": _sig(gflop_s),
+                "train_mfu": _sig(gflop_s / peak) if peak else None,
+                "matmul_peak_gflop_s": _sig(peak / trainer.world_size)}
 
     @staticmethod
     def _reduce(trainer: L.Trainer, value: float, op: str = "sum") -> float:
@@ -139,16 +123,20 @@ class Throughput(L.Callback):
         return float(trainer.strategy.reduce(t, reduce_op="sum").item())
 
 
+def _sig(x: float) -> float:
+    return float(f"{x:.4g}")  # 4 significant digits: a tiny model's MFU is 1e-4, a big one's 0.4
+
+
 def real_lengths(batch: dict[str, Any]) -> list[int]:
     """Real tokens of each sequence in a batch: packed documents (segment_ids) count as their own
     sequences, since none attends to another; else each row's attention-mask sum; else full rows."""
     ids, mask = batch["input_ids"], batch.get("attention_mask")
     segments = batch.get("segment_ids")
-    if segments is not None:
-        real = segments if mask is None else segments * (mask != 0)  # padding: segment 0
+    if segments is not None:  # one copy to the host, then per-row counts there (no device sync per row)
+        real = (segments if mask is None else segments * (mask != 0)).cpu()  # padding: segment 0
         return [int(c) for row in real for c in torch.unique(row[row > 0], return_counts=True)[1]]
     if mask is not None:
-        return [int(v) for v in mask.sum(dim=1)]
+        return [int(v) for v in mask.sum(dim=1).tolist()]
     return [ids.shape[1]] * ids.shape[0]
 
 

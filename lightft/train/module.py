@@ -85,6 +85,15 @@ class TaskModule(L.LightningModule):
     def predict_records(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    @property
+    def runs_lm_head(self) -> bool:
+        """Whether a training step runs the backbone's LM head (model FLOPs count it only then).
+
+        Default: a task without parameters of its own scores tokens with the LM head (lm, instruct);
+        a task with a head (classify, ner, qa, mlm) asks the backbone for hidden states only.
+        """
+        return self.backbone.lm_head is not None and not any(True for _ in self.head.parameters())
+
     def task_state(self) -> dict[str, Any]:
         """What run.json must remember to rebuild this module (label names, templates...)."""
         return dict(self.task_args)
