@@ -94,12 +94,14 @@ def test_real_lengths_of_packed_rows_count_each_document():
     assert real_lengths({"input_ids": torch.zeros(2, 4)}) == [4, 4]
 
 
-def test_matmul_peak_is_measured_quickly():
+def test_matmul_peak_is_quick_and_leaves_the_rng_alone():
     import time
 
     t = time.perf_counter()
+    state = torch.random.get_rng_state()
     assert matmul_peak(torch.float32, n=256, seconds=0.05) > 0
     assert time.perf_counter() - t < 2
+    assert torch.equal(torch.random.get_rng_state(), state)  # training's random stream is untouched
 
 
 def test_training_logs_mfu(tmp_path, capsys, monkeypatch):

@@ -89,7 +89,8 @@ def matmul_peak(dtype: torch.dtype, n: Optional[int] = None, seconds: float = 1.
     n = n or (8192 if cuda else 2048)
     reps = 10 if cuda else 1
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    g = torch.Generator(device).manual_seed(0)  # own generator: training's random streams stay untouched (resume)
+    a, b = (torch.randn(n, n, dtype=dtype, device=device, generator=g) for _ in range(2))
     torch.mm(a, b)  # first call: allocation and kernel selection, not timed
     sync()
     best, end = 0.0, time.perf_counter() + seconds
