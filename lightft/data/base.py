@@ -28,10 +28,9 @@ from lightft.options import Options
 from lightft.tokenizer import Tokenizer
 
 
-def pad_sequences(seqs: list[list[int]], value: int, multiple_of: int = 1) -> torch.Tensor:
-    """(B, T_max) tensor, right-padded with `value`; T_max rounded up to `multiple_of`."""
+def pad_sequences(seqs: list[list[int]], value: int) -> torch.Tensor:
+    """(B, T_max) tensor, right-padded with `value` (rounding T_max up: TaskDataModule.pad_to_multiple)."""
     longest = max((len(s) for s in seqs), default=0)
-    longest = int(math.ceil(longest / multiple_of) * multiple_of) if longest else 0
     out = torch.full((len(seqs), longest), value, dtype=torch.long)
     for i, s in enumerate(seqs):
         out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
