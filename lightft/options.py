@@ -106,11 +106,22 @@ class Options:
     checkpoint_every: Optional[int] = opt(None, "Also save a checkpoint every N optimiser steps.")
     log_every: int = opt(10, "Log loss / lr / tokens per second every N steps.")
     compile: bool = opt(False, "torch.compile each transformer block (one-off compile time; much faster steps on CPU).")
+    pad_to_multiple: Optional[int] = opt(None, "Pad each batch's length up to a multiple of this (never past "
+                                         "--max-length), so --compile sees few shapes; 0: off (default: 64 with "
+                                         "--compile, else 0).")
     grad_checkpointing: bool = opt(False, "Recompute activations in the backward pass (less memory).")
     progress: bool = opt(True, "Show a progress bar.")
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else (2e-4 if self.lora else 5e-5)
+
+    def resolved_pad_multiple(self) -> int:
+        """Batch lengths are padded to a multiple of this (1: the longest row, as without the option)."""
+        if self.pad_to_multiple is not None and self.pad_to_multiple < 0:
+            raise LightftError(f"--pad-to-multiple must be 0 (off) or a positive number of tokens, "
+                               f"not {self.pad_to_multiple}")
+        m = self.pad_to_multiple if self.pad_to_multiple is not None else (64 if self.compile else 0)
+        return max(1, m)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -62,7 +62,7 @@ def test_dynamic_masks_are_seeded_and_validation_masks_fixed(text_file):
     assert not torch.equal(first["labels"], second["labels"])  # a new draw each time (dynamic)
     again = data(1)[0].collate(train)
     assert torch.equal(first["input_ids"], again["input_ids"])  # the same seed gives the same masks
-    assert torch.equal(dm.collate_fixed(train)["input_ids"], dm.collate_fixed(train)["input_ids"])
+    assert torch.equal(dm.eval_collate(train)["input_ids"], dm.eval_collate(train)["input_ids"])
     assert (first["labels"] != -100).sum() >= len(train)
     assert (first["labels"][first["attention_mask"] == 0] == -100).all()
 

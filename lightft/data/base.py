@@ -11,6 +11,7 @@ of over-long examples. Tokenisation happens in `prepare_data` (once, on rank 0 o
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from pathlib import Path
@@ -27,10 +28,9 @@ from lightft.options import Options
 from lightft.tokenizer import Tokenizer
 
 
-def pad_sequences(seqs: list[list[int]], value: int, multiple_of: int = 1) -> torch.Tensor:
-    """(B, T_max) tensor, right-padded with `value`; T_max rounded up to `multiple_of`."""
+def pad_sequences(seqs: list[list[int]], value: int) -> torch.Tensor:
+    """(B, T_max) tensor, right-padded with `value` (rounding T_max up: TaskDataModule.pad_to_multiple)."""
     longest = max((len(s) for s in seqs), default=0)
-    longest = int(math.ceil(longest / multiple_of) * multiple_of) if longest else 0
     out = torch.full((len(seqs), longest), value, dtype=torch.long)
     for i, s in enumerate(seqs):
         out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
@@ -49,6 +49,9 @@ class TaskDataModule(L.LightningDataModule):
 
     task = "base"
     length_key = "input_ids"
+    # Per-token batch keys (B, T) and the value their padding holds; input_ids hold `input_pad_id()`.
+    token_pad_values = {"attention_mask": 0, "token_type_ids": 0, "position_ids": 0, "segment_ids": 0,
+                        "labels": -100, "word_ids": -1}
 
     def __init__(self, tokenizer: Tokenizer, opts: Options, train_file: Optional[str] = None,
                  val_file: Optional[str] = None, eval_file: Optional[str] = None):
@@ -57,6 +60,7 @@ class TaskDataModule(L.LightningDataModule):
         self.files = {"train": train_file, "val": val_file, "eval": eval_file}
         self.datasets: dict[str, list[Example]] = {}
         self.stats: dict[str, dict[str, Any]] = {}
+        self.pad_multiple = opts.resolved_pad_multiple()  # checked here: a bad value fails before any work
 
     # --- what a format implements -------------------------------------------------------------
     def build_examples(self, path: str, split: str) -> tuple[list[Example], dict[str, Any]]:
@@ -64,6 +68,10 @@ class TaskDataModule(L.LightningDataModule):
 
     def collate(self, examples: list[Example]) -> dict[str, Any]:
         raise NotImplementedError
+
+    def eval_collate(self, examples: list[Example]) -> dict[str, Any]:
+        """The batches of validation / test / predict (default: `collate`; mlm masks them reproducibly)."""
+        return self.collate(examples)
 
     def task_args(self) -> dict[str, Any]:
         """What the task module needs from the data after `setup` (e.g. label names)."""
@@ -157,19 +165,53 @@ class TaskDataModule(L.LightningDataModule):
         stats["truncated"] = stats.get("truncated", 0) + 1
         return limit
 
+    def input_pad_id(self) -> int:
+        """The token id input_ids are padded with (the tokenizer's pad token, else 0)."""
+        return self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+
     def padded_inputs(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         """input_ids (B, T_max) right-padded with the tokenizer's pad id, and the matching attention_mask."""
         ids = [e["input_ids"] for e in examples]
-        pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
-        input_ids = pad_sequences(ids, pad)
+        input_ids = pad_sequences(ids, self.input_pad_id())
         return {"input_ids": input_ids, "attention_mask": attention_mask_for(ids, input_ids.shape[1])}
+
+    def pad_to_multiple(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Right-pad every per-token tensor of a collated batch to a length that is a multiple of
+        --pad-to-multiple, never past --max-length (full packed rows stay as they are).
+
+        Why: torch.compile specialises on shapes, so a batch length that follows the longest row
+        recompiles again and again; multiples of 64 bound the shapes to max_length / 64. The new
+        positions are padding exactly like the collate's own (attention_mask 0, labels -100), so
+        losses and metrics do not change, and right padding keeps a causal decoder on its
+        mask-free path (Transformer.build_mask).
+        """
+        m = self.pad_multiple
+        B, T = batch["input_ids"].shape
+        width = min(math.ceil(T / m) * m, max(T, self.opts.max_length))
+        if width == T:
+            return batch
+        values = {"input_ids": self.input_pad_id(), **self.token_pad_values}
+        out = dict(batch)
+        for key, value in values.items():
+            t = batch.get(key)
+            if isinstance(t, torch.Tensor) and t.dim() == 2 and t.shape == (B, T):
+                out[key] = torch.nn.functional.pad(t, (0, width - T), value=value)  # (B, T) -> (B, width)
+        return out
+
+    def padded_batch(self, collate: Any, examples: list[Example]) -> dict[str, Any]:
+        return self.pad_to_multiple(collate(examples))
+
+    def collate_fn(self, train: bool) -> Any:
+        """What the loaders call: the format's collate (or eval_collate), then `pad_to_multiple`."""
+        return functools.partial(self.padded_batch, self.collate if train else self.eval_collate)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         data = self.datasets[split]
         bs = self.opts.batch_size if train else (self.opts.eval_batch_size or 2 * self.opts.batch_size)
         workers = {"num_workers": self.opts.num_workers, "persistent_workers": self.opts.num_workers > 0}
         if not train:  # own generator: evaluation must not draw from the global RNG (exact resume)
-            return DataLoader(data, batch_size=bs, collate_fn=self.collate, generator=torch.Generator(), **workers)
+            return DataLoader(data, batch_size=bs, collate_fn=self.collate_fn(train=False), generator=torch.Generator(),
+                              **workers)
         return self.train_loader(data, bs, workers)
 
     def train_loader(self, data: list[Example], bs: int, workers: dict[str, Any]) -> ResumableLoader:
@@ -183,7 +225,7 @@ class TaskDataModule(L.LightningDataModule):
             order_fn = lambda seed: random_order(len(data), seed)  # noqa: E731
         sampler = ResumableSampler(len(data), order_fn, self.opts.seed, num_replicas=world, rank=rank)
         # own generator: creating the loader's iterator must not draw from the global RNG (exact resume)
-        return ResumableLoader(data, batch_size=bs, sampler=sampler, collate_fn=self.collate,
+        return ResumableLoader(data, batch_size=bs, sampler=sampler, collate_fn=self.collate_fn(train=True),
                                generator=torch.Generator().manual_seed(self.opts.seed), **workers)
 
     def train_dataloader(self) -> DataLoader:

@@ -98,6 +98,8 @@ class LMDataModule(TaskDataModule):
         self.stats.setdefault(split, {})["rows"] = len(rows)
         return rows
 
+    def input_pad_id(self) -> int:
+        return self.tokenizer.pad_id if self.tokenizer.pad_id is not None else eos_id_of(self.tokenizer)
+
     def collate(self, examples: list[Example]) -> dict[str, Any]:
-        pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else eos_id_of(self.tokenizer)
-        return collate_causal(examples, pad)
+        return collate_causal(examples, self.input_pad_id())

@@ -123,23 +123,12 @@ class MLMDataModule(TaskDataModule):
                               tok.mask_id, tok.vocab_size, o.mlm_probability, g)
             inputs.append(x)
             labels.append(y)
-        pad = tok.pad_id if tok.pad_id is not None else 0
-        input_ids = pad_sequences(inputs, pad)
+        input_ids = pad_sequences(inputs, self.input_pad_id())
         return {"input_ids": input_ids, "attention_mask": attention_mask_for(inputs, input_ids.shape[1]),
                 "labels": pad_sequences(labels, -100)}
 
     def collate(self, examples: list[Example]) -> dict[str, Any]:
         return self._batch(examples, fixed=False)
 
-    def collate_fixed(self, examples: list[Example]) -> dict[str, Any]:
+    def eval_collate(self, examples: list[Example]) -> dict[str, Any]:
         return self._batch(examples, fixed=True)
-
-    def _fixed(self, loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
-        loader.collate_fn = self.collate_fixed
-        return loader
-
-    def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._fixed(super().val_dataloader())
-
-    def test_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._fixed(super().test_dataloader())

@@ -1,4 +1,4 @@
-"""Lightning callbacks: real-token throughput in the progress bar and the CSV log; the data position for resume."""
+"""Lightning callbacks: real-token throughput and MFU in the progress bar and CSV log; the data position for resume."""
 
 from __future__ import annotations
 
@@ -6,47 +6,138 @@ import time
 from typing import Any, Optional
 
 import lightning as L
+import torch
+from torch import nn
+
+from lightft.train.flops import lora_numel, matmul_peak, step_flops
 
 
 class Throughput(L.Callback):
-    """Tokens/s over real (non-padding) tokens and samples/s, averaged over `window` micro-batches."""
+    """Real-token throughput and model-FLOPs utilisation, averaged over `window` micro-batches.
 
-    def __init__(self, window: int = 10):
-        self.window = window
+    Logs `tok_s` and `mfu` (progress bar), `samples_s` and `gflop_s` (CSV log). tok_s, samples_s
+    and gflop_s are for all ranks together (this rank's figure times the world size); `mfu` is per
+    device: model FLOPs (lightft/train/flops.py) of this rank's real tokens over the time, divided
+    by the matmul peak this rank measured at the start of training (about half a second, in the
+    dtype the matmuls run in, on the training device; ranks sharing a CPU measure a shared peak).
+    Every nn.Linear and LoRA factor of the module counts, except an LM head the task does not run
+    (`TaskModule.runs_lm_head`). Time between batches (data loading, checkpoints) counts;
+    evaluation does not.
+    """
+
+    def __init__(self, window: int = 10, peak_seconds: float = 0.4):
+        self.window, self.peak_seconds = window, peak_seconds
         self._tokens = self._samples = self._batches = 0
-        self._start = None
+        self._flops = self._time = 0.0
+        self._mark: Optional[float] = None
         self.total_tokens = 0
         self.total_padded = 0
+        self.total_flops = self.total_time = 0.0
+        self.peak_gflops = 0.0
+        self._n = self._n_trained = 0  # matmul weights a step runs (LoRA factors included), and those trained
+        self._backward = True
+        self._shape: tuple[int, int, bool] = (0, 0, False)  # layers, d_attn, causal
 
+    # --- what the model runs ------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        """Count the matmul weights a step runs, before any strategy wraps or shards the module (FSDP)."""
+        if stage != "fit":
+            return
+        cfg, lm_head = module.backbone.cfg, module.backbone.lm_head
+        self._shape = (cfg.num_layers, cfg.num_heads * cfg.head_dim, cfg.causal)
+        self._n = self._n_trained = 0
+        for m in module.modules():
+            if m is lm_head and not module.runs_lm_head:
+                continue  # a matmul this task never runs (the LM head of a decoder classifier)
+            weights = [m.weight] if isinstance(m, nn.Linear) else []
+            weights += [m.lora_A, m.lora_B] if lora_numel(m) else []
+            for w in weights:
+                self._n += w.numel()
+                self._n_trained += w.numel() if w.requires_grad else 0
+        # the backward pass runs through the model when anything inside the backbone trains
+        self._backward = any(p.requires_grad for p in module.backbone.parameters())
+
+    def _step_flops(self, lengths: list[int]) -> float:
+        layers, d_attn, causal = self._shape
+        return step_flops(self._n, self._n_trained, lengths, layers, d_attn, causal, self._backward)
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        precision = str(trainer.precision)
+        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision) or next(
+            (m.weight.dtype for m in module.modules() if isinstance(m, nn.Linear)), torch.float32)
+        self.peak_gflops = matmul_peak(dtype, seconds=self.peak_seconds, device=module.device)
+
+    # --- counting -----------------------------------------------------------------------------
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._start is None:
-            self._start = time.perf_counter()
+        if self._mark is None:
+            self._mark = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        real = module.real_tokens(batch)
+        now = time.perf_counter()
+        elapsed, self._mark = now - self._mark, now
+        lengths = real_lengths(batch)
+        flops = self._step_flops(lengths)
+        real = sum(lengths)
         self._tokens += real
         self._samples += batch["input_ids"].shape[0]
         self._batches += 1
+        self._flops += flops
+        self._time += elapsed
         self.total_tokens += real
         self.total_padded += batch["input_ids"].numel()
+        self.total_flops += flops
+        self.total_time += elapsed
         if self._batches >= self.window:
-            elapsed = time.perf_counter() - self._start
-            module.log("tok_s", self._tokens / elapsed * trainer.world_size, prog_bar=True, on_step=True, on_epoch=False)
-            module.log("samples_s", self._samples / elapsed * trainer.world_size, on_step=True, on_epoch=False)
+            world, t = trainer.world_size, max(self._time, 1e-9)
+            module.log("tok_s", self._tokens / t * world, prog_bar=True, on_step=True, on_epoch=False)
+            module.log("samples_s", self._samples / t * world, on_step=True, on_epoch=False)
+            module.log("gflop_s", self._flops / t / 1e9 * world, on_step=True, on_epoch=False)
+            if self.peak_gflops:
+                module.log("mfu", self._flops / t / 1e9 / self.peak_gflops, prog_bar=True, on_step=True,
+                           on_epoch=False)
             self._tokens = self._samples = self._batches = 0
-            self._start = time.perf_counter()
-
-    def global_tokens(self, trainer: L.Trainer) -> int:
-        """Real training tokens summed over all ranks (collective: call it on every rank)."""
-        import torch
-
-        total = torch.tensor(float(self.total_tokens), device=trainer.strategy.root_device)
-        return int(trainer.strategy.reduce(total, reduce_op="sum").item())
+            self._flops = self._time = 0.0
 
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._start = None  # do not count evaluation time as training time
-        self._tokens = self._samples = self._batches = 0
+        self._mark = None  # do not count evaluation time as training time
+
+    def summary(self, trainer: L.Trainer) -> dict[str, Any]:
+        """Whole-run figures for metrics.json (collective: call it on every rank): real tokens, GFLOP/s
+        and MFU, all ranks together (FLOPs summed, over the slowest rank's time and the summed peaks)."""
+        tokens, flops, peak = (self._reduce(trainer, v) for v in (self.total_tokens, self.total_flops,
+                                                                   self.peak_gflops))
+        seconds = self._reduce(trainer, self.total_time, "max")
+        gflop_s = flops / seconds / 1e9 if seconds else 0.0
+        return {"train_tokens": int(tokens), "train_gflop_s": _sig(gflop_s),
+                "train_mfu": _sig(gflop_s / peak) if peak else None,
+                "matmul_peak_gflop_s": _sig(peak / trainer.world_size)}
+
+    @staticmethod
+    def _reduce(trainer: L.Trainer, value: float, op: str = "sum") -> float:
+        if trainer.world_size == 1:
+            return float(value)
+        t = torch.tensor(float(value), dtype=torch.float64, device=trainer.strategy.root_device)
+        if op == "max":
+            return float(trainer.strategy.all_gather(t).max().item())
+        return float(trainer.strategy.reduce(t, reduce_op="sum").item())
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.4g}")  # 4 significant digits: a tiny model's MFU is 1e-4, a big one's 0.4
+
+
+def real_lengths(batch: dict[str, Any]) -> list[int]:
+    """Real tokens of each sequence in a batch: packed documents (segment_ids) count as their own
+    sequences, since none attends to another; else each row's attention-mask sum; else full rows."""
+    ids, mask = batch["input_ids"], batch.get("attention_mask")
+    segments = batch.get("segment_ids")
+    if segments is not None:  # one copy to the host, then per-row counts there (no device sync per row)
+        real = (segments if mask is None else segments * (mask != 0)).cpu()  # padding: segment 0
+        return [int(c) for row in real for c in torch.unique(row[row > 0], return_counts=True)[1]]
+    if mask is not None:
+        return [int(v) for v in mask.sum(dim=1).tolist()]
+    return [ids.shape[1]] * ids.shape[0]
 
 
 class DataPosition(L.Callback):

@@ -85,6 +85,15 @@ class TaskModule(L.LightningModule):
     def predict_records(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    @property
+    def runs_lm_head(self) -> bool:
+        """Whether a training step runs the backbone's LM head (model FLOPs count it only then).
+
+        Default: a task without parameters of its own scores tokens with the LM head (lm, instruct);
+        a task with a head (classify, ner, qa, mlm) asks the backbone for hidden states only.
+        """
+        return self.backbone.lm_head is not None and not any(True for _ in self.head.parameters())
+
     def task_state(self) -> dict[str, Any]:
         """What run.json must remember to rebuild this module (label names, templates...)."""
         return dict(self.task_args)
@@ -175,10 +184,6 @@ class TaskModule(L.LightningModule):
                 raise LightftError(f"{source}: weight {key} has shape {tuple(tensor.shape)}, the model expects "
                                    f"{tuple(own[key].shape)}")
         self.load_state_dict(state, strict=False)
-
-    def real_tokens(self, batch: dict[str, Any]) -> int:
-        mask = batch.get("attention_mask")
-        return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooled: Optional[torch.Tensor] = None) -> torch.Tensor:

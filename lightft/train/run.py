@@ -182,7 +182,7 @@ def train(task: str, opts: Options) -> dict[str, Any]:
         metrics = _jsonable(trainer.validate(module, datamodule=dm, verbose=False)[0])
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
     metrics.update({"train_seconds": round(train_seconds, 1), "steps": trainer.global_step,
-                    "train_tokens": throughput.global_tokens(trainer) if throughput else None})
+                    **(throughput.summary(trainer) if throughput else {})})
     if trainer.is_global_zero:
         save_weights(module, run_dir / WEIGHTS_FILE)
         write_atomic_json(run_dir / "metrics.json", metrics)
