@@ -1,0 +1,98 @@
+"""Causal self-attention for bf16 training on CPU: SDPA's flash forward with a blocked-matmul backward.
+
+Why: PyTorch's CPU flash-attention backward does not use the bf16 matrix units well — for SmolLM2's
+shape (8 × 512 tokens, 9 query / 3 key-value heads of 64) it takes about 6x its forward and was
+the largest single item of a LoRA training step (31 %, benchmarks/RESULTS.md, issue 7). The
+backward written here with batched matmuls runs about 1.6x faster at the same accuracy.
+
+The math (per head; S = scale · Q Kᵀ, P = softmax(S) under the causal mask, O = P V):
+
+    dV = Pᵀ dO        dP = dO Vᵀ        dS = P ∘ (dP − D),  D_i = Σ_j dO_ij O_ij
+    dQ = scale · dS K                   dK = scale · dSᵀ Q
+
+P is never stored: forward keeps the per-row log-sum-exp L that the flash kernel returns, and
+backward rebuilds P = exp(scale · Q Kᵀ − L) one block of query rows at a time, each block seeing
+only the keys at or before its last row (the causal mask skips the rest), so the temporaries stay a
+few MB. Grouped-query attention needs no copies: the G query heads that share a key-value head are
+stacked as G · rows of one matrix product with that head's K and V.
+
+Used only where it wins: bf16, CPU, causal, no explicit mask, no attention dropout, query length =
+key length (training and prefill); everything else goes to `F.scaled_dot_product_attention`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+BLOCK_ROWS = 128  # query rows per backward block
+BLOCK_ELEMENTS = 1 << 24  # cap on one block's (rows x keys) score elements, batch rows grouped to fit
+
+
+class _CausalAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # q (B, H, T, hd); k, v (B, KV, T, hd) -> out (B, H, T, hd), lse (B, H, T) fp32
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)
+        ctx.save_for_backward(q, k, v, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        q, k, v, out, lse = ctx.saved_tensors
+        return causal_attention_backward(grad_out, q, k, v, out, lse)
+
+
+def causal_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                              out: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(dQ, dK, dV) of causal softmax attention from the forward's output and log-sum-exp (see module doc)."""
+    B, H, T, hd = q.shape
+    KV = k.shape[1]
+    G = H // KV  # query heads per key-value head
+    scale = hd**-0.5
+    dtype = q.dtype
+    # (B, H, …) -> (B, KV, G, …): query heads grouped under the key-value head they share
+    q_g, do_g = q.unflatten(1, (KV, G)), grad_out.unflatten(1, (KV, G))
+    k, v = k.contiguous(), v.contiguous()  # so each block's key prefix below is a view, not a copy
+    causal = torch.ones(BLOCK_ROWS, BLOCK_ROWS, dtype=dtype, device=q.device).tril()  # 1 = key at or before query
+    neg_lse = (-lse).to(dtype).unflatten(1, (KV, G))  # (B, KV, G, T)
+    delta = (grad_out * out).sum(-1, dtype=torch.float32).to(dtype).unflatten(1, (KV, G))  # D, (B, KV, G, T)
+    dq = torch.empty(B, KV, G, T, hd, dtype=dtype, device=q.device)
+    dk = torch.zeros(B, KV, T, hd, dtype=torch.float32, device=q.device)  # summed over blocks: fp32
+    dv = torch.zeros(B, KV, T, hd, dtype=torch.float32, device=q.device)
+    batch_step = max(1, BLOCK_ELEMENTS // (H * BLOCK_ROWS * T))
+    for b0 in range(0, B, batch_step):
+        b1 = min(B, b0 + batch_step)
+        m = (b1 - b0) * KV  # matrices per batched matmul
+        for r0 in range(0, T, BLOCK_ROWS):
+            r1 = min(T, r0 + BLOCK_ROWS)
+            n = r1 - r0
+            # this block's G·n query rows of each key-value head; the keys it may see: 0 .. r1-1
+            q_b = q_g[b0:b1, :, :, r0:r1].reshape(m, G * n, hd)
+            do_b = do_g[b0:b1, :, :, r0:r1].reshape(m, G * n, hd)
+            k_b = k[b0:b1, :, :r1].reshape(m, r1, hd)
+            v_b = v[b0:b1, :, :r1].reshape(m, r1, hd)
+            # P = exp(scale · Q Kᵀ − L), (m, G·n, r1); keys after a row's own position are zeroed
+            p = torch.baddbmm(neg_lse[b0:b1, :, :, r0:r1].reshape(m, G * n, 1), q_b, k_b.transpose(1, 2),
+                              alpha=scale).exp_()
+            p.view(m, G, n, r1)[..., r0:r1].mul_(causal[:n, :n])
+            dv[b0:b1, :, :r1] += torch.bmm(p.transpose(1, 2), do_b).view(b1 - b0, KV, r1, hd)
+            ds = torch.bmm(do_b, v_b.transpose(1, 2)).sub_(delta[b0:b1, :, :, r0:r1].reshape(m, G * n, 1)).mul_(p)
+            dq[b0:b1, :, :, r0:r1] = torch.bmm(ds, k_b).mul_(scale).view(b1 - b0, KV, G, n, hd)
+            dk[b0:b1, :, :r1] += torch.bmm(ds.transpose(1, 2), q_b).view(b1 - b0, KV, r1, hd)
+    return dq.view(B, H, T, hd), dk.mul_(scale).to(dtype), dv.to(dtype)
+
+
+def blocked_backward_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> bool:
+    """True where `causal_attention` takes the hand-written backward (see the module docstring)."""
+    return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout == 0.0 and torch.is_grad_enabled()
+            and (q.requires_grad or k.requires_grad or v.requires_grad) and q.shape[2] == k.shape[2]
+            and not torch.compiler.is_compiling()
+            and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+    """Causal attention of q (B, H, T, hd) over k, v (B, KV, T, hd), KV dividing H."""
+    if blocked_backward_applies(q, k, v, dropout):
+        return _CausalAttention.apply(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=k.shape[1] != q.shape[1])
