@@ -244,8 +244,8 @@ class LightftSide(Side):
     def generate(self, prompt: list[int]) -> list[int]:
         from lightft.generate import SamplingOptions, generate_ids
 
-        return generate_ids(self.model, [prompt], SamplingOptions(max_new_tokens=self.spec["new_tokens"]),
-                            eos=set())[0].token_ids
+        opts = SamplingOptions(max_new_tokens=self.spec["new_tokens"], lookahead=self.args.lookahead)
+        return generate_ids(self.model, [prompt], opts, eos=set())[0].token_ids
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
@@ -430,6 +430,8 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="lightft: torch.compile the backbone blocks")
     p.add_argument("--grad-checkpointing", action="store_true", help="lightft: activation checkpointing")
     p.add_argument("--no-eval", action="store_true", help="skip the validation pass at the end")
+    p.add_argument("--lookahead", type=int, default=4,
+                   help="(d) lightft: prompt-lookup drafts per pass, as `lightft generate` (0 = plain decoding)")
     p.add_argument("--sides", default="lightft,baseline",
                    help=f"comma list of workers, from {', '.join(SIDES)} (lightft+compile = lightft with --compile)")
     p.add_argument("--json", help="also write the results here")

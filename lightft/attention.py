@@ -87,12 +87,18 @@ def blocked_backward_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     """True where `causal_attention` takes the hand-written backward (see the module docstring)."""
     return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout == 0.0 and torch.is_grad_enabled()
             and (q.requires_grad or k.requires_grad or v.requires_grad) and q.shape[2] == k.shape[2]
-            and not torch.compiler.is_compiling()
             and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+
+
+@torch.compiler.disable
+def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    # Kept out of torch.compile graphs (a graph break around attention): the compiler would unroll the
+    # backward's Python loops, and on CPU it would pick SDPA's slower backward anyway.
+    return _CausalAttention.apply(q, k, v)
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
     """Causal attention of q (B, H, T, hd) over k, v (B, KV, T, hd), KV dividing H."""
     if blocked_backward_applies(q, k, v, dropout):
-        return _CausalAttention.apply(q, k, v)
+        return _blocked_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=k.shape[1] != q.shape[1])

@@ -31,12 +31,15 @@ class SamplingOptions:
     seed: Optional[int] = None
     stop: tuple[str, ...] = ()  # stop strings (the text is cut before them)
     use_cache: bool = True
+    lookahead: int = 4  # greedy, one prompt: draft up to this many tokens by prompt lookup (0 = off)
 
     def check(self) -> None:
         if self.max_new_tokens < 1:
             raise LightftError("--max-new-tokens must be at least 1")
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
             raise LightftError("--temperature and --top-k must be >= 0 and --top-p in (0, 1]")
+        if self.lookahead < 0:
+            raise LightftError("--lookahead must be >= 0 (0 turns prompt-lookup drafting off)")
 
 
 @dataclass
@@ -124,22 +127,33 @@ def generate_ids(model: Transformer, prompts: list[list[int]], opts: SamplingOpt
     logits = _last_logits(model, ids, mask if padded else None, cache)
     results = [Generation([]) for _ in range(B)]
     done = [False] * B
+
+    def accept(b: int, t: int) -> None:
+        """Append token t to row b, or finish the row on EOS / a stop string / the length limit."""
+        if t in eos:
+            done[b], results[b].finish_reason = True, "eos"
+            return
+        results[b].token_ids.append(t)
+        if opts.stop and decode is not None and any(s in decode(results[b].token_ids) for s in opts.stop):
+            done[b], results[b].finish_reason = True, "stop"
+        elif len(results[b].token_ids) == opts.max_new_tokens:
+            done[b] = True
+
+    if B == 1 and opts.temperature <= 0 and cache is not None and opts.lookahead > 0:
+        _lookup_decode(model, prompts[0], int(logits.argmax(-1)), cache, opts.lookahead, accept, done)
+        model.train(was_training)
+        return results
     seq = ids
-    for step in range(opts.max_new_tokens):
+    while True:
         chosen = next_token(logits, opts, generator)  # (B,)
         for b, t in enumerate(chosen.tolist()):
-            if done[b]:
-                continue
-            if t in eos:
-                done[b], results[b].finish_reason = True, "eos"
-                continue
-            results[b].token_ids.append(t)
-            if opts.stop and decode is not None and any(s in decode(results[b].token_ids) for s in opts.stop):
-                done[b], results[b].finish_reason = True, "stop"
-        if all(done) or step == opts.max_new_tokens - 1:
+            if not done[b]:
+                accept(b, t)
+        if all(done):
             break
-        mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # (B, S + 1)
         step_ids = chosen[:, None]  # (B, 1); finished rows keep decoding, their output is ignored
+        if padded:
+            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # (B, S + 1)
         if cache is not None:
             logits = _last_logits(model, step_ids, mask if padded else None, cache)
         else:
@@ -147,6 +161,51 @@ def generate_ids(model: Transformer, prompts: list[list[int]], opts: SamplingOpt
             logits = _last_logits(model, seq, mask if padded else None, None)
     model.train(was_training)
     return results
+
+
+def draft_by_lookup(seq: list[int], k: int, max_ngram: int = 3) -> list[int]:
+    """Up to k tokens that followed the latest earlier occurrence of seq's last n tokens (n = max_ngram..1)."""
+    for n in range(min(max_ngram, len(seq) - 1), 0, -1):
+        tail = seq[-n:]
+        for start in range(len(seq) - n - 1, -1, -1):
+            if seq[start : start + n] == tail:
+                return seq[start + n : start + n + k]
+    return []
+
+
+def _lookup_decode(model: Transformer, prompt: list[int], first: int, cache: KVCache, k: int,
+                   accept: Callable[[int, int], None], done: list[bool]) -> None:
+    """Greedy decoding of one row that checks drafted tokens in the same forward pass (prompt lookup).
+
+    Decoding is bound by reading the weights once per forward pass, and a pass over 1 + k positions
+    reads them once too. So each pass feeds the last chosen token plus up to k tokens guessed by
+    `draft_by_lookup` (text often repeats names and phrases of the prompt or of itself), and keeps the
+    guesses the model itself would have chosen: greedy picks at every position come out of the same
+    pass, so the output is what one-token-at-a-time greedy decoding gives (up to float rounding, as
+    with any change of batch shape). Rejected positions are dropped from the KV cache by rewinding it.
+    """
+    seq = list(prompt)
+    token = first  # chosen, not yet in the cache
+    while True:
+        accept(0, token)
+        if done[0]:
+            return
+        seq.append(token)
+        draft = draft_by_lookup(seq, min(k, cache.max_len - cache.length - 1))
+        ids = torch.tensor([[token, *draft]], device=cache.keys[0].device)  # (1, 1 + len(draft))
+        start = cache.length
+        hidden = model(ids, cache=cache, return_logits=False).hidden_states  # (1, 1 + d, H)
+        picks = model.lm_head(hidden[0]).argmax(-1).tolist()  # greedy choice after each position
+        taken = 0  # drafted tokens that match what the model picks
+        while taken < len(draft) and draft[taken] == picks[taken]:
+            taken += 1
+        for t in draft[:taken]:
+            accept(0, t)
+            if done[0]:
+                return
+            seq.append(t)
+        cache.length = start + 1 + taken  # keep the fed token and the accepted drafts only
+        token = picks[taken]
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:

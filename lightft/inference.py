@@ -29,14 +29,24 @@ def packing_available(weight: torch.Tensor) -> bool:
 
 
 class PackedLinear(nn.Module):
-    """y = x Wᵀ + b with W stored in oneDNN's blocked layout (an opaque tensor: not a parameter)."""
+    """y = x Wᵀ + b with W stored in oneDNN's blocked layout (an opaque tensor: not a parameter).
 
-    def __init__(self, linear: nn.Linear):
+    Given several linears with the same input, packs them as one (their outputs concatenated): one
+    call streams all their weights, which is what decoding is bound by.
+    """
+
+    def __init__(self, *linears: nn.Linear):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.in_features = linears[0].in_features
+        self.out_features = sum(lin.out_features for lin in linears)
+        weight = torch.cat([lin.weight.detach() for lin in linears])  # (sum of outs, in)
         # batch-size hint 1: the layout is tuned for one-row (decoding) calls; prefill still works
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
-        self.bias: Optional[torch.Tensor] = linear.bias.detach() if linear.bias is not None else None
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
+        biases = [lin.bias for lin in linears]
+        self.bias: Optional[torch.Tensor] = None
+        if any(b is not None for b in biases):
+            self.bias = torch.cat([b.detach() if b is not None else lin.weight.new_zeros(lin.out_features)
+                                   for b, lin in zip(biases, linears)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
@@ -46,7 +56,9 @@ class PackedLinear(nn.Module):
 
 
 def pack_linears(model: Transformer) -> int:
-    """Replace the blocks' and the LM head's linear layers by packed copies in place; returns how many.
+    """Replace the blocks' and the LM head's linear layers by packed copies in place; returns how many linears.
+
+    q/k/v (Llama) and gate/up are packed as one matrix each, so a Llama block makes four matmuls.
 
     Does nothing (returns 0) where packing does not apply. Refuses unmerged LoRA layers: their update
     would be lost.
@@ -59,11 +71,24 @@ def pack_linears(model: Transformer) -> int:
     if any(isinstance(m, LoRALinear) and not m.merged for m in model.modules()):
         raise ValueError("pack_linears: merge LoRA layers first (lightft.lora.merge_lora)")  # checked before any change
     count = 0
-    for parent in [*model.layers.modules(), model]:
-        for name, child in list(parent.named_children()):
-            if not isinstance(child, nn.Linear) or (parent is model and name != "lm_head"):
-                continue
-            setattr(parent, name, PackedLinear(child))
-            count += 1
-    model.training = False
+    for block in model.layers:
+        attn, mlp = block.attn, block.mlp
+        if not attn.fused_qkv:  # Llama: q, k, v read the same input -> one packed matmul
+            attn.qkv_proj = PackedLinear(attn.q_proj, attn.k_proj, attn.v_proj)
+            del attn.q_proj, attn.k_proj, attn.v_proj
+            attn.fused_qkv = True
+            count += 3
+        if mlp.gated:  # gate and up likewise; MLP.forward splits the result
+            mlp.gate_up_proj = PackedLinear(mlp.gate_proj, mlp.up_proj)
+            del mlp.gate_proj, mlp.up_proj
+            count += 2
+        for parent in block.modules():
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(parent, name, PackedLinear(child))
+                    count += 1
+    if isinstance(model.lm_head, nn.Linear):
+        model.lm_head = PackedLinear(model.lm_head)
+        count += 1
+    model.eval()
     return count

@@ -78,6 +78,7 @@ class Attention(nn.Module):
             self.k_proj = nn.Linear(cfg.hidden_size, kv_out, bias=cfg.qkv_bias)
             self.v_proj = nn.Linear(cfg.hidden_size, kv_out, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(q_out, cfg.hidden_size, bias=cfg.out_bias)
+        self.fused_qkv = cfg.fused_qkv
 
     def forward(
         self,
@@ -90,7 +91,7 @@ class Attention(nn.Module):
         cfg = self.cfg
         B, T, _ = x.shape
         q_out, kv_out = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        if cfg.fused_qkv:
+        if self.fused_qkv:  # GPT-2's layout, or Llama's three packed into one for decoding (lightft/inference.py)
             q, k, v = self.qkv_proj(x).split([q_out, kv_out, kv_out], dim=-1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
@@ -126,6 +127,9 @@ class MLP(nn.Module):
         self.gated = cfg.mlp == "gated"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated and hasattr(self, "gate_up_proj"):  # gate and up packed into one for decoding
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+            return self.down_proj(self.act(gate) * up)
         if self.gated:
             return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
         return self.down_proj(self.act(self.up_proj(x)))

@@ -19,9 +19,12 @@ needs_packing = pytest.mark.skipif(not packing_available(torch.zeros(1, dtype=to
 def test_packed_model_gives_the_same_logits_and_tokens(hf_folder, family):
     _, path = hf_folder(family)
     plain, packed = load_model(path, dtype="bfloat16"), load_model(path, dtype="bfloat16")
-    n = pack_linears(packed)
-    assert n == sum(isinstance(m, PackedLinear) for m in packed.modules()) > 0
+    linears = sum(isinstance(m, torch.nn.Linear) for m in packed.modules())  # blocks' + LM head
+    assert pack_linears(packed) == linears
+    assert not any(isinstance(m, torch.nn.Linear) for m in packed.modules())
     assert isinstance(packed.lm_head, PackedLinear)
+    if family == "llama":  # q/k/v and gate/up packed together: four matmuls per block
+        assert sum(isinstance(m, PackedLinear) for m in packed.layers[0].modules()) == 4
     ids = torch.randint(3, 90, (2, 11))
     with torch.no_grad():
         torch.testing.assert_close(packed(ids).logits, plain(ids).logits, rtol=2e-2, atol=2e-2)

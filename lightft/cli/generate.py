@@ -18,6 +18,9 @@ import click
 @click.option("--top-p", default=1.0, show_default=True, type=float, help="Nucleus sampling mass (1 = off).")
 @click.option("--seed", default=None, type=int, help="Seed for sampling.")
 @click.option("--stop", multiple=True, help="Stop string (repeatable); the text is cut before it.")
+@click.option("--lookahead", default=4, show_default=True, type=int,
+              help="Greedy, one prompt at a time: check up to N tokens drafted from earlier text in each pass "
+                   "(prompt lookup; same output, fewer passes). 0 = off.")
 @click.option("--chat/--no-chat", default=None,
               help="Wrap prompts in the chat template (default: when the model has one, or the run's template).")
 @click.option("--batch-size", default=8, show_default=True, type=int)
@@ -25,7 +28,7 @@ import click
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
 @click.option("--jsonl", is_flag=True, help="Print one JSON object per prompt (prompt, text, finish_reason).")
 def command(model: str, prompts: tuple[str, ...], prompts_file: Optional[str], max_new_tokens: int,
-            temperature: float, top_k: int, top_p: float, seed: Optional[int], stop: tuple[str, ...],
+            temperature: float, top_k: int, top_p: float, seed: Optional[int], stop: tuple[str, ...], lookahead: int,
             chat: Optional[bool], batch_size: int, dtype: str, threads: Optional[int], jsonl: bool) -> None:
     """Continue PROMPT(s) with MODEL.
 
@@ -49,7 +52,7 @@ def command(model: str, prompts: tuple[str, ...], prompts_file: Optional[str], m
     if not texts:
         raise LightftError("give --prompt TEXT (repeatable) or --prompts-file FILE")
     opts = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                           seed=seed, stop=stop)
+                           seed=seed, stop=stop, lookahead=lookahead)
     opts.check()
     lm, tokenizer, template = load_for_generation(model, dtype, chat)
     for prompt, gen in zip(texts, generate_text(lm, tokenizer, texts, opts, template, batch_size)):
