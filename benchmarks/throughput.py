@@ -69,7 +69,8 @@ def lightft_options(spec: dict[str, Any], args: argparse.Namespace):
                    group_by_length=spec["group"] and not args.no_group, precision=spec["precision"],
                    dtype="bfloat16" if spec["precision"] == "bf16-true" else "float32",
                    limit_train=args.limit_train, limit_val=args.limit_val, template="auto",
-                   compile=args.compile, grad_checkpointing=args.grad_checkpointing, progress=False)
+                   compile=args.compile, grad_checkpointing=args.grad_checkpointing, progress=False,
+                   seed=42 + args.seed)
 
 
 def model_dir(spec: dict[str, Any]) -> Path:
@@ -139,6 +140,14 @@ def hf_collate(examples: list[dict[str, Any]], pad_id: int, label_map: dict[str,
             out["labels"][i, :n] = torch.as_tensor(e["labels"])
         else:
             out["token_type_ids"][i, :n] = torch.as_tensor(e["token_type_ids"])
+    return out
+
+
+def length_grouped(order: list[int], lengths: list[int], batch: int, mult: int = 50) -> list[int]:
+    """What `Trainer(group_by_length=True)` does to a shuffled order: sort each run of `mult` batches by length."""
+    out = []
+    for s in range(0, len(order), mult * batch):
+        out += sorted(order[s : s + mult * batch], key=lambda i: -lengths[i])
     return out
 
 
@@ -307,11 +316,13 @@ class BaselineSide(Side):
             self.batches = random_batches(self.model.config.vocab_size, spec["batch"], spec["max_length"], 0)
         else:
             data = dm.datasets["train"]
-            rng = random.Random(0)
+            rng = random.Random(args.seed)
 
             def epoch():
                 order = list(range(len(data)))
                 rng.shuffle(order)
+                if self.args.baseline_group:
+                    order = length_grouped(order, [len(e["input_ids"]) for e in data], spec["batch"])
                 for s in range(0, len(order) - spec["batch"] + 1, spec["batch"]):
                     yield hf_collate([data[i] for i in order[s : s + spec["batch"]]], pad, self.label_map)
 
@@ -356,7 +367,7 @@ def worker(args: argparse.Namespace) -> None:
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the protocol
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     spec = WORKLOADS[args.workload]
     args.compile = args.compile or args.worker == "lightft+compile"
     side = (LightftSide if args.worker.startswith("lightft") else BaselineSide)(spec, args)
@@ -424,9 +435,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4, help="steps per block (prompts for d)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="LoRA init, batch order (both sides); rerun with others for the spread")
     p.add_argument("--limit-train", type=int, default=1200, help="training examples tokenised (alpaca / sst2)")
     p.add_argument("--limit-val", type=int, default=None, help="validation examples (default: 64 alpaca, 872 sst2)")
     p.add_argument("--no-group", action="store_true", help="lightft: no length-grouped batches")
+    p.add_argument("--baseline-group", action="store_true",
+                   help="baseline: length-grouped batches as Trainer(group_by_length=True) makes them")
     p.add_argument("--compile", action="store_true", help="lightft: torch.compile the backbone blocks")
     p.add_argument("--grad-checkpointing", action="store_true", help="lightft: activation checkpointing")
     p.add_argument("--no-eval", action="store_true", help="skip the validation pass at the end")
