@@ -14,18 +14,21 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lightft.data.qa import QADataModule
-from lightft.options import Options
-from lightft.tasks.qa import score_windows, windows_from_batch
-from lightft.tokenizer import load_tokenizer
-from lightft.train.optim import build_optimizer
-from lightft.train.run import seed_everything, train
+import torch  # noqa: E402
+
+from lightft.data.qa import QADataModule  # noqa: E402
+from lightft.options import Options  # noqa: E402
+from lightft.tasks.qa import score_windows, windows_from_batch  # noqa: E402
+from lightft.tokenizer import load_tokenizer  # noqa: E402
+from lightft.train.optim import build_optimizer  # noqa: E402
+from lightft.train.run import seed_everything, train  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad"
 

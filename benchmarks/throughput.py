@@ -316,7 +316,7 @@ class BaselineSide(Side):
             self.batches = random_batches(self.model.config.vocab_size, spec["batch"], spec["max_length"], 0)
         else:
             data = dm.datasets["train"]
-            rng = random.Random(args.seed)
+            rng = random.Random(self.args.seed)
 
             def epoch():
                 order = list(range(len(data)))
