@@ -46,7 +46,7 @@ def main() -> None:
     cli = p.parse_args()
     torch.set_num_threads(cli.threads)
     spec = throughput.WORKLOADS["a"]
-    print(f"| seed | steps x batch | lightft val loss | baseline val loss | difference |\n| --- | --- | ---: | ---: | ---: |")
+    print("| seed | steps x batch | lightft val loss | baseline val loss | difference |\n| --- | --- | ---: | ---: | ---: |")
     for seed in (int(s) for s in cli.seeds.split(",")):
         args = argparse.Namespace(limit_train=cli.limit_train, limit_val=cli.limit_val, no_group=False,
                                   compile=False, grad_checkpointing=False, seed=seed, lookahead=0,

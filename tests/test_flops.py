@@ -9,15 +9,14 @@ import json
 import pytest
 import torch
 
-from lightft.config import ModelConfig
 from lightft.lora import apply_lora
-from lightft.model import Transformer, init_weights
 from lightft.options import Options
 from lightft.tasks.classify import ClassificationModule
 from lightft.train.callbacks import Throughput, real_lengths
 from lightft.train.flops import matmul_params, matmul_peak, model_flops
 from lightft.train.module import prepare_backbone
 from supervised_utils import SENTIMENT, run_cli, tiny_bert_dir, write_lines
+from tiny_decoder import tiny_llama
 
 # tiny llama: hidden 16, 2 layers, 4 heads of 4 (2 kv heads), MLP 24, vocab 50, tied LM head.
 # Per layer q 16·16 + k 16·8 + v 16·8 + o 16·16 + gate/up/down 3 · 16·24 = 1920; LM head 50·16 = 800.
@@ -27,15 +26,6 @@ N_LORA = 2 * (64 + 48)
 LENGTHS, D_ATTN, LAYERS = [3, 5], 16, 2
 ATTN_CAUSAL = 4 * LAYERS * D_ATTN * (3 * 4 / 2 + 5 * 6 / 2)  # keys seen: 1+2+3 and 1+..+5 = 2688
 ATTN_FULL = 4 * LAYERS * D_ATTN * (3 * 3 + 5 * 5)  # 4352
-
-
-def tiny_llama() -> Transformer:
-    cfg = ModelConfig(family="llama", vocab_size=50, hidden_size=16, num_layers=2, num_heads=4, num_kv_heads=2,
-                      intermediate_size=24, causal=True, lm_head=True, tie_embeddings=True, mlp="gated",
-                      norm="rmsnorm", position="rope", activation="silu", pre_norm=True)
-    model = Transformer(cfg)
-    init_weights(model)
-    return model
 
 
 def test_formulas_by_hand():

@@ -5,19 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightft.config import ModelConfig
-from lightft.model import Transformer, init_weights
+from tiny_decoder import tiny_llama
 from lightft.options import Options
 from lightft.train.module import prepare_backbone
-
-
-def tiny_llama() -> Transformer:
-    cfg = ModelConfig(family="llama", vocab_size=50, hidden_size=16, num_layers=2, num_heads=4, num_kv_heads=2,
-                      intermediate_size=24, causal=True, lm_head=True, tie_embeddings=True, mlp="gated",
-                      norm="rmsnorm", position="rope", activation="silu", pre_norm=True)
-    model = Transformer(cfg)
-    init_weights(model)
-    return model
 
 
 def test_compile_wraps_every_block_and_keeps_state_dict_keys():
