@@ -16,11 +16,16 @@ only the keys at or before its last row (the causal mask skips the rest), so the
 few MB. Grouped-query attention needs no copies: the G query heads that share a key-value head are
 stacked as G · rows of one matrix product with that head's K and V.
 
-Used only where it wins: bf16, CPU, causal, no explicit mask, no attention dropout, query length =
-key length (training and prefill); everything else goes to `F.scaled_dot_product_attention`.
+Packed rows (several documents per row, attending only within their own document) pass their mask:
+forward hands it to the flash kernel as a 0 / −inf bias and backward multiplies each block of P by it.
+
+Used only where it wins: bf16, CPU, causal, no attention dropout, query length = key length
+(training); everything else goes to `F.scaled_dot_product_attention`.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,21 +36,30 @@ BLOCK_ELEMENTS = 1 << 24  # cap on one block's (rows x keys) score elements, bat
 
 class _CausalAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: Optional[torch.Tensor]) -> torch.Tensor:
         # q (B, H, T, hd); k, v (B, KV, T, hd) -> out (B, H, T, hd), lse (B, H, T) fp32
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)
-        ctx.save_for_backward(q, k, v, out, lse)
+        if allowed is None:
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)
+        else:  # packed rows: causal and within a document, as a 0 / -inf bias
+            bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias)
+        ctx.save_for_backward(q, k, v, out, lse, allowed)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        q, k, v, out, lse = ctx.saved_tensors
-        return causal_attention_backward(grad_out, q, k, v, out, lse)
+        q, k, v, out, lse, allowed = ctx.saved_tensors
+        return (*causal_attention_backward(grad_out, q, k, v, out, lse, allowed), None)
 
 
 def causal_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                              out: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(dQ, dK, dV) of causal softmax attention from the forward's output and log-sum-exp (see module doc)."""
+                              out: torch.Tensor, lse: torch.Tensor, allowed: Optional[torch.Tensor] = None
+                              ) -> tuple[torch.Tensor, ...]:
+    """(dQ, dK, dV) of causal softmax attention from the forward's output and log-sum-exp (see module doc).
+
+    `allowed` (B or 1, 1, T, T), True = may attend, is a mask that is causal and more (packed documents);
+    None means the plain causal mask.
+    """
     B, H, T, hd = q.shape
     KV = k.shape[1]
     G = H // KV  # query heads per key-value head
@@ -55,6 +69,7 @@ def causal_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
     q_g, do_g = q.unflatten(1, (KV, G)), grad_out.unflatten(1, (KV, G))
     k, v = k.contiguous(), v.contiguous()  # so each block's key prefix below is a view, not a copy
     causal = torch.ones(BLOCK_ROWS, BLOCK_ROWS, dtype=dtype, device=q.device).tril()  # 1 = key at or before query
+    keep = allowed.to(dtype) if allowed is not None else None  # (B | 1, 1, T, T): 1 = may attend
     neg_lse = (-lse).to(dtype).unflatten(1, (KV, G))  # (B, KV, G, T)
     delta = (grad_out * out).sum(-1, dtype=torch.float32).to(dtype).unflatten(1, (KV, G))  # D, (B, KV, G, T)
     dq = torch.empty(B, KV, G, T, hd, dtype=dtype, device=q.device)
@@ -75,7 +90,11 @@ def causal_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
             # P = exp(scale · Q Kᵀ − L), (m, G·n, r1); keys after a row's own position are zeroed
             p = torch.baddbmm(neg_lse[b0:b1, :, :, r0:r1].reshape(m, G * n, 1), q_b, k_b.transpose(1, 2),
                               alpha=scale).exp_()
-            p.view(m, G, n, r1)[..., r0:r1].mul_(causal[:n, :n])
+            if keep is None:
+                p.view(m, G, n, r1)[..., r0:r1].mul_(causal[:n, :n])
+            else:  # (b, n, r1) block of the mask, the same for every head
+                rows = keep[b0:b1, 0, r0:r1, :r1] if keep.shape[0] > 1 else keep[:, 0, r0:r1, :r1]
+                p.view(-1, KV, G, n, r1).mul_(rows[:, None, None])
             dv[b0:b1, :, :r1] += torch.bmm(p.transpose(1, 2), do_b).view(b1 - b0, KV, r1, hd)
             ds = torch.bmm(do_b, v_b.transpose(1, 2)).sub_(delta[b0:b1, :, :, r0:r1].reshape(m, G * n, 1)).mul_(p)
             dq[b0:b1, :, :, r0:r1] = torch.bmm(ds, k_b).mul_(scale).view(b1 - b0, KV, G, n, hd)
@@ -91,14 +110,21 @@ def blocked_backward_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
 
 
 @torch.compiler.disable
-def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       allowed: Optional[torch.Tensor]) -> torch.Tensor:
     # Kept out of torch.compile graphs (a graph break around attention): the compiler would unroll the
     # backward's Python loops, and on CPU it would pick SDPA's slower backward anyway.
-    return _CausalAttention.apply(q, k, v)
+    return _CausalAttention.apply(q, k, v, allowed)
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
-    """Causal attention of q (B, H, T, hd) over k, v (B, KV, T, hd), KV dividing H."""
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0,
+                     allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Causal attention of q (B, H, T, hd) over k, v (B, KV, T, hd), KV dividing H.
+
+    `allowed`: a boolean (B or 1, 1, T, T) mask, True = may attend, that already includes the causal
+    mask (packed documents, padding); None = plain causal.
+    """
     if blocked_backward_applies(q, k, v, dropout):
-        return _blocked_attention(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=k.shape[1] != q.shape[1])
+        return _blocked_attention(q, k, v, allowed)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, is_causal=allowed is None,
+                                          enable_gqa=k.shape[1] != q.shape[1])

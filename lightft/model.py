@@ -107,6 +107,8 @@ class Attention(nn.Module):
         dropout = cfg.attention_dropout if self.training else 0.0
         if is_causal:  # bf16 CPU training takes a faster hand-written backward (lightft/attention.py)
             y = causal_attention(q, k, v, dropout)
+        elif cfg.causal and mask is not None and q.shape[2] == k.shape[2]:  # packed documents: mask is causal too
+            y = causal_attention(q, k, v, dropout, allowed=mask)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=False,
                                                enable_gqa=cfg.num_kv_heads != cfg.num_heads)
