@@ -17,7 +17,11 @@ def _grads(fn, inputs, grad_out):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("train_weight", [False, True])
-def test_rms_norm_matches_autograd(dtype, train_weight):
+@pytest.mark.parametrize("chunk_elements", [1 << 17, 48])  # one chunk; chunks of 3 rows (15 rows in all)
+def test_rms_norm_matches_autograd(monkeypatch, dtype, train_weight, chunk_elements):
+    from lightft import fused
+
+    monkeypatch.setattr(fused, "CHUNK_ELEMENTS", chunk_elements)
     torch.manual_seed(0)
     x = torch.randn(3, 5, 16, dtype=dtype) * 3
     w = (1 + 0.1 * torch.randn(16, dtype=dtype)).requires_grad_(train_weight)
