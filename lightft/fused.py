@@ -7,7 +7,8 @@ profiled as more time than the q/k/v projections (benchmarks/RESULTS.md, issue 7
 the backward of each is a few passes that reuse what forward saved:
 
 - RMSNorm: y = w · n with n = x / rms(x) computed in fp32. Saving x and the per-row 1/rms (one float
-  per row) is enough: dn = dy · w, dx = (dn − n · mean(dn · n)) / rms, dw = Σ dy · n.
+  per row) is enough: dn = dy · w, dx = (dn − n · mean(dn · n)) / rms, dw = Σ dy · n. Both passes
+  walk the rows in cache-sized chunks, so their fp32 temporaries never travel to memory.
 - RoPE: the rotation of each (x1, x2) half-pair by angle θ is orthogonal, so its backward is the
   rotation by −θ: the same kernel with sin negated, nothing saved but the (shared) cos/sin tables.
 
