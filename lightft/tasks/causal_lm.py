@@ -48,8 +48,9 @@ class LinearCrossEntropy(torch.autograd.Function):
             logits = F.linear(hc, weight)  # (n, vocab), in the matmul dtype (bf16 under autocast)
             d = torch.empty_like(logits) if (need_h or need_w) else None  # d(sum CE)/d(logits)
             n = logits.shape[0]
-            for row in range(0, n, ROWS):
-                end = min(row + ROWS, n)
+            per_pass = ROWS if logits.device.type == "cpu" else n  # a GPU wants few large kernels instead
+            for row in range(0, n, per_pass):
+                end = min(row + per_pass, n)
                 yc = targets[start + row : start + end]
                 picked = torch.arange(end - row, device=yc.device)
                 logp = torch.log_softmax(logits[row:end], dim=-1, dtype=torch.float32)  # (rows, vocab)
