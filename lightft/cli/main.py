@@ -60,12 +60,26 @@ class _DropAdverts(logging.Filter):
         return "litlogger" not in record.getMessage()
 
 
+def _close_process_group() -> None:
+    """Tear down a DDP process group once a command has succeeded.
+
+    Without it a gloo process group is destroyed during interpreter shutdown, where its worker
+    threads can abort the process ("terminate called without an active exception", exit -6) after
+    the work is done. After a failure it is left alone: a collective shutdown could hang on ranks
+    that are still waiting for the failed one.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch"):
         logging.getLogger(name).addFilter(_DropAdverts())
     try:
         cli.main(args=argv, prog_name="lightft", standalone_mode=False)
+        _close_process_group()
     except LightftError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
