@@ -112,3 +112,16 @@ def test_scripts_parse():
 
     for script in sorted((Path(__file__).resolve().parents[1] / "scripts" / "decoder").glob("*.sh")):
         subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_generate_cli_bf16_packed_and_lookahead(tmp_path):
+    """--dtype bfloat16 takes the packed-weight path; --lookahead 0 and 4 give the same text; a bad value is one line."""
+    model = tiny_decoder(tmp_path, "llama")
+    texts = []
+    for lookahead in ("0", "4"):
+        line = _run(["generate", "--model", str(model), "--prompt", "abcabcabc", "--max-new-tokens", "12",
+                     "--dtype", "bfloat16", "--lookahead", lookahead, "--no-chat", "--jsonl"]).strip()
+        texts.append(json.loads(line)["text"])
+    assert texts[0] == texts[1]
+    result = CliRunner().invoke(cli, ["generate", "--model", str(model), "--prompt", "a", "--lookahead", "-1"])
+    assert isinstance(result.exception, LightftError) and "--lookahead" in str(result.exception)  # main() prints it

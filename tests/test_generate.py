@@ -85,6 +85,8 @@ def test_bad_generation_inputs(hf_folder):
         generate_ids(model, [[]], SamplingOptions(), eos=set())
     with pytest.raises(LightftError, match="top-p"):
         generate_ids(model, [[1]], SamplingOptions(top_p=0.0), eos=set())
+    with pytest.raises(LightftError, match="--lookahead"):
+        generate_ids(model, [[1]], SamplingOptions(lookahead=-1), eos=set())
 
 
 @pytest.fixture(scope="module")
