@@ -90,3 +90,36 @@ def machine_info() -> dict:
             versions[pkg] = "missing"
     return {"cpu": model, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "load_average": os.getloadavg(), "versions": versions}
+
+
+# Llama shapes for workload (e): TinyLlama-1.1B's, and a tiny one to check the harness on a CPU.
+RANDOM_LLAMAS = {
+    "1b": dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
+               intermediate_size=5632, vocab_size=32000),
+    "tiny": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
+                 intermediate_size=688, vocab_size=32000),
+}
+
+
+def random_llama_dir(size: str) -> Path:
+    """A randomly initialised Llama-shaped model in HF layout (bf16), written once into the cache.
+
+    Both sides of a benchmark load it, so they train the same weights; no tokenizer (random tokens).
+    """
+    out = Path(os.environ.get("LIGHTFT_CACHE", Path.home() / ".cache" / "lightft")) / f"bench-llama-{size}"
+    if not (out / "model.safetensors").is_file():
+        from lightft.checkpoint import save_checkpoint
+        from lightft.families.llama import read_config
+        from lightft.model import Transformer, init_weights
+
+        hf = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_act": "silu",
+              "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 4096,
+              "tie_word_embeddings": False, "torch_dtype": "bfloat16", **RANDOM_LLAMAS[size]}
+        torch.manual_seed(0)
+        model = Transformer(read_config(hf))
+        init_weights(model)
+        print(f"[bench] writing a random {size} Llama ({model.num_parameters() / 1e9:.2f}B) -> {out}", file=sys.stderr)
+        tmp = out.parent / f"{out.name}.tmp{os.getpid()}"
+        save_checkpoint(model, tmp, dtype="bfloat16")
+        os.replace(tmp, out)
+    return out

@@ -4,6 +4,7 @@
     python benchmarks/throughput.py --workload b     # the same on fixed-length random tokens
     python benchmarks/throughput.py --workload c     # full fine-tuning MiniLM on SST-2, bf16 autocast
     python benchmarks/throughput.py --workload d     # greedy generation with a KV cache, bf16
+    python benchmarks/throughput.py --workload e --device cuda   # LoRA on a random ~1.1B Llama, on a GPU
 
 Each framework runs in its own worker subprocess (so each has its own peak RSS); the parent sends
 them blocks of steps in turn (lightft, baseline, baseline, lightft, ...), one process working at a
@@ -50,6 +51,10 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "d": dict(title="greedy generation with KV cache, SmolLM2-135M, alpaca prompts, batch 1, bf16",
               model="smollm2", mode="generate", data="alpaca", batch=1, max_length=512, precision="bf16-true",
               new_tokens=64, group=False),
+    # (e) is meant for a GPU (--device cuda); `--e-size tiny` checks the harness on a CPU in seconds.
+    "e": dict(title="LoRA r=8 q,v, Llama-shaped random model (TinyLlama-1.1B shape), random tokens, batch 8 x 512, bf16",
+              model="random-llama", mode="lora", data="random", batch=8, max_length=512, precision="bf16-true",
+              lr=2e-4, group=False),
     "d32": dict(title="greedy generation with KV cache, SmolLM2-135M, alpaca prompts, batch 1, fp32",
                 model="smollm2", mode="generate", data="alpaca", batch=1, max_length=512, precision="32-true",
                 new_tokens=64, group=False),
@@ -73,7 +78,9 @@ def lightft_options(spec: dict[str, Any], args: argparse.Namespace):
                    seed=42 + args.seed)
 
 
-def model_dir(spec: dict[str, Any]) -> Path:
+def model_dir(spec: dict[str, Any], args: argparse.Namespace) -> Path:
+    if spec["model"] == "random-llama":
+        return common.random_llama_dir(args.e_size)
     return common.smollm2_dir() if spec["model"] == "smollm2" else common.minilm_dir()
 
 
@@ -82,7 +89,9 @@ def datamodule(spec: dict[str, Any], args: argparse.Namespace):
     from lightft.tokenizer import load_tokenizer
 
     opts = lightft_options(spec, args)
-    tok = load_tokenizer(model_dir(spec))
+    if spec["model"] == "random-llama":
+        return None, opts  # random tokens only: no tokenizer, no data files
+    tok = load_tokenizer(model_dir(spec, args))
     if spec["data"] == "sst2":
         from lightft.data.classify import ClassificationDataModule
 
@@ -163,20 +172,32 @@ class Side:
     def __init__(self, spec: dict[str, Any], args: argparse.Namespace):
         self.spec, self.args = spec, args
         self.autocast = spec["precision"] == "bf16-mixed"
+        self.device = torch.device(args.device)
 
     def ctx(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else torch.autocast("cpu", enabled=False)
+        kind = self.device.type
+        return torch.autocast(kind, dtype=torch.bfloat16) if self.autocast else torch.autocast(kind, enabled=False)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def run_steps(self, n: int) -> list[dict[str, Any]]:
         out = []
         for _ in range(n):
+            self.sync()
             t = time.perf_counter()
             info = self.step()
+            self.sync()
             info["time"] = time.perf_counter() - t
             out.append(info)
         return out
 
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        batch = self.to_device(batch)
         with self.ctx():
             loss = self.loss(batch)
         loss.backward()
@@ -219,9 +240,9 @@ class LightftSide(Side):
         if spec["mode"] == "generate":  # the `lightft generate` path: load_for_generation (packs bf16 weights)
             from lightft.generate import load_for_generation
 
-            self.model = load_for_generation(str(model_dir(spec)), dtype=opts.dtype, chat=False)[0]
+            self.model = load_for_generation(str(model_dir(spec, self.args)), dtype=opts.dtype, chat=False)[0]
             return {}
-        backbone = load_model(model_dir(spec), dtype=opts.dtype)
+        backbone = load_model(model_dir(spec, self.args), dtype=opts.dtype)
         prepare_backbone(backbone, opts)
         if spec["data"] == "sst2":
             from lightft.tasks.classify import ClassificationModule
@@ -230,9 +251,10 @@ class LightftSide(Side):
         else:
             from lightft.tasks.causal_lm import InstructModule
 
-            self.module = InstructModule(backbone, opts, **dm.task_args())
+            self.module = InstructModule(backbone, opts, **(dm.task_args() if dm is not None else {}))
         if opts.dtype == "bfloat16":
             self.module.to(torch.bfloat16)  # bf16-true: what Lightning does to the whole module
+        self.module.to(self.device)
         self.module.train()
         from lightft.train.optim import build_optimizer
 
@@ -262,14 +284,14 @@ class LightftSide(Side):
         loader = self.dm.val_dataloader()
         if self.spec["data"] == "sst2":
             right = total = 0
-            for batch in loader:
+            for batch in map(self.to_device, loader):
                 with self.ctx():
                     pred = self.module(batch)["logits"].argmax(-1)
                 right += int((pred == batch["labels"]).sum())
                 total += len(pred)
             return {"val_accuracy": right / total, "val_examples": total}
         nll = n = 0.0
-        for batch in loader:
+        for batch in map(self.to_device, loader):
             out = self.module(batch)
             nll, n = nll + float(out["nll_sum"]), n + float(out["n_tokens"])
         return {"val_loss": nll / n, "val_tokens": n}
@@ -286,15 +308,16 @@ class BaselineSide(Side):
         dtype = torch.bfloat16 if spec["precision"] == "bf16-true" else torch.float32
         if spec["data"] == "sst2":
             self.model = transformers.BertForSequenceClassification.from_pretrained(
-                model_dir(spec), num_labels=len(dm.label_names), dtype=dtype, attn_implementation="sdpa")
+                model_dir(spec, self.args), num_labels=len(dm.label_names), dtype=dtype, attn_implementation="sdpa")
             self.label_map = dm.label_to_id
             pad = dm.tokenizer.pad_id or 0
         else:
-            self.model = transformers.LlamaForCausalLM.from_pretrained(model_dir(spec), dtype=dtype,
+            self.model = transformers.LlamaForCausalLM.from_pretrained(model_dir(spec, self.args), dtype=dtype,
                                                                        attn_implementation="sdpa")
             self.label_map = None
-            pad = dm.tokenizer.pad_id if dm.tokenizer.pad_id is not None else dm.tokenizer.eos_id
+            pad = 0 if dm is None else dm.tokenizer.pad_id if dm.tokenizer.pad_id is not None else dm.tokenizer.eos_id
         self.pad = pad
+        self.model.to(self.device)
         if spec["mode"] == "generate":
             self.model.eval()
             return {}
@@ -334,7 +357,7 @@ class BaselineSide(Side):
 
     @torch.no_grad()
     def generate(self, prompt: list[int]) -> list[int]:
-        ids = torch.tensor([prompt])
+        ids = torch.tensor([prompt], device=self.device)
         k = self.spec["new_tokens"]
         out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=k,
                                   min_new_tokens=k, do_sample=False, pad_token_id=self.pad)
@@ -348,14 +371,14 @@ class BaselineSide(Side):
         if self.spec["data"] == "sst2":
             right = 0
             for s in range(0, len(data), bs):
-                batch = hf_collate(data[s : s + bs], self.pad, self.label_map)
+                batch = self.to_device(hf_collate(data[s : s + bs], self.pad, self.label_map))
                 with self.ctx():
                     pred = self.model(**batch).logits.argmax(-1)
                 right += int((pred == batch["labels"]).sum())
             return {"val_accuracy": right / len(data), "val_examples": len(data)}
         nll = n = 0.0
         for s in range(0, len(data), bs):
-            batch = hf_collate(data[s : s + bs], self.pad, None)
+            batch = self.to_device(hf_collate(data[s : s + bs], self.pad, None))
             count = float((batch["labels"][:, 1:] != -100).sum())
             nll, n = nll + float(self.model(**batch).loss) * count, n + count
         return {"val_loss": nll / n, "val_tokens": n}
@@ -374,6 +397,8 @@ def worker(args: argparse.Namespace) -> None:
     info = side.setup()
     info["setup_peak_rss_mib"] = common.lifetime_peak_rss_mib()
     common.reset_peak_rss()
+    if side.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(side.device)
     proto.write(json.dumps(info) + "\n")
     for line in sys.stdin:
         cmd = line.split()
@@ -382,6 +407,8 @@ def worker(args: argparse.Namespace) -> None:
         elif cmd[0] == "finish":
             peak = common.peak_rss_mib()
             result = {"peak_rss_mib": peak}
+            if side.device.type == "cuda":  # on a GPU the memory that matters is the device's
+                result["cuda_peak_mib"] = torch.cuda.max_memory_allocated(side.device) / 2**20
             if spec["mode"] != "generate" and not args.no_eval and spec["data"] != "random":
                 result.update(side.evaluate())
             proto.write(json.dumps(result) + "\n")
@@ -435,6 +462,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4, help="steps per block (prompts for d)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N for workload (e) and GPU runs of (a)-(c)")
+    p.add_argument("--e-size", choices=sorted(common.RANDOM_LLAMAS), default="1b",
+                   help="(e): the random Llama's shape (tiny = a few-second check of the harness on a CPU)")
     p.add_argument("--seed", type=int, default=0, help="LoRA init, batch order (both sides); rerun with others for the spread")
     p.add_argument("--limit-train", type=int, default=1200, help="training examples tokenised (alpaca / sst2)")
     p.add_argument("--limit-val", type=int, default=None, help="validation examples (default: 64 alpaca, 872 sst2)")
@@ -459,8 +489,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     spec = WORKLOADS[args.workload]
     machine = common.machine_info()
-    peak_bf16 = common.matmul_peak(torch.bfloat16)
-    peak_fp32 = common.matmul_peak(torch.float32)
+    peak_bf16 = common.matmul_peak(torch.bfloat16, device=args.device)
+    peak_fp32 = common.matmul_peak(torch.float32, device=args.device)
     print(f"[bench] {spec['title']}; matmul peak bf16 {peak_bf16:.0f} GFLOP/s, fp32 {peak_fp32:.0f}; "
           f"load {machine['load_average']}", file=sys.stderr)
     argv = [a for a in sys.argv[1:]]
@@ -478,7 +508,7 @@ def main() -> None:
     from lightft.checkpoint import load_model
     from lightft.lora import apply_lora
 
-    ref = load_model(model_dir(spec), dtype="bfloat16")
+    ref = load_model(model_dir(spec, args), dtype="bfloat16")
     if spec["mode"] == "lora":
         apply_lora(ref, "q,v", r=8)
     n, n_lora = common.matmul_params(ref)
@@ -510,8 +540,9 @@ def print_table(out: dict[str, Any]) -> None:
     for s in sides:
         r = res[s]
         ev = ", ".join(f"{k}={r[k]:.4f}" for k in ("val_loss", "val_accuracy") if k in r)
+        mem = f"{r['peak_rss_mib']:.0f}" + (f" (CUDA {r['cuda_peak_mib']:.0f})" if "cuda_peak_mib" in r else "")
         print(f"| {s} | {r['tokens_s']:.0f} | {r['samples_s']:.2f} | {r['step_s_median']:.2f} | {r['pad_share']:.1%} "
-              f"| {r['peak_rss_mib']:.0f} | {r['gflops_s']:.0f} | {r['mfu']:.1%} | {ev} |")
+              f"| {mem} | {r['gflops_s']:.0f} | {r['mfu']:.1%} | {ev} |")
     b = res.get("baseline")
     for s in sides:
         if b is not None and s != "baseline":
