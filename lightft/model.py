@@ -91,16 +91,24 @@ class Attention(nn.Module):
         cfg = self.cfg
         B, T, _ = x.shape
         q_out, kv_out = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        if self.fused_qkv:  # GPT-2's layout, or Llama's three packed into one for decoding (lightft/inference.py)
-            q, k, v = self.qkv_proj(x).split([q_out, kv_out, kv_out], dim=-1)
+        heads = cfg.num_heads + cfg.num_kv_heads
+        if self.fused_qkv and rope is not None:  # Llama packed for decoding (lightft/inference.py)
+            qkv = self.qkv_proj(x)
+            # q and k sit side by side: rotate them in one call. (B, T, (H+KV)*hd) -> (B, H+KV, T, hd)
+            qk = apply_rotary(qkv[..., : q_out + kv_out].view(B, T, heads, cfg.head_dim).transpose(1, 2), *rope)
+            q, k = qk.split([cfg.num_heads, cfg.num_kv_heads], dim=1)
+            v = qkv[..., q_out + kv_out :].view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        # (B, T, heads*hd) -> (B, heads, T, hd)
-        q = q.view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)
-        k = k.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        v = v.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            if self.fused_qkv:  # GPT-2's c_attn
+                q, k, v = self.qkv_proj(x).split([q_out, kv_out, kv_out], dim=-1)
+            else:
+                q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+            # (B, T, heads*hd) -> (B, heads, T, hd)
+            q = q.view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)
+            k = k.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+            v = v.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, kv_heads, S, hd) with S = cached + T
         is_causal = mask is None and cfg.causal and q.shape[2] == k.shape[2]  # prefill or training
