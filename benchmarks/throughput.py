@@ -51,14 +51,13 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "d": dict(title="greedy generation with KV cache, SmolLM2-135M, alpaca prompts, batch 1, bf16",
               model="smollm2", mode="generate", data="alpaca", batch=1, max_length=512, precision="bf16-true",
               new_tokens=64, group=False),
-    # (e) is meant for a GPU (--device cuda); `--e-size tiny` checks the harness on a CPU in seconds.
-    "e": dict(title="LoRA r=8 q,v, Llama-shaped random model (TinyLlama-1.1B shape), random tokens, batch 8 x 512, bf16",
-              model="random-llama", mode="lora", data="random", batch=8, max_length=512, precision="bf16-true",
-              lr=2e-4, group=False),
-    "d32": dict(title="greedy generation with KV cache, SmolLM2-135M, alpaca prompts, batch 1, fp32",
-                model="smollm2", mode="generate", data="alpaca", batch=1, max_length=512, precision="32-true",
-                new_tokens=64, group=False),
 }
+# (e) is meant for a GPU (--device cuda); `--e-size tiny` checks the harness on a CPU in seconds.
+WORKLOADS["e"] = {**WORKLOADS["b"], "model": "random-llama",
+                  "title": "LoRA r=8 q,v, Llama-shaped random model (TinyLlama-1.1B shape), random tokens, "
+                           "batch 8 x 512, bf16"}
+WORKLOADS["d32"] = {**WORKLOADS["d"], "precision": "32-true",
+                    "title": "greedy generation with KV cache, SmolLM2-135M, alpaca prompts, batch 1, fp32"}
 
 
 SIDES = ("lightft", "lightft+compile", "baseline")
