@@ -14,6 +14,7 @@ LoRA layers must be merged first (`lightft.lora.merge_lora`), so packing sees pl
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -24,8 +25,23 @@ from lightft.model import Transformer
 
 def packing_available(weight: torch.Tensor) -> bool:
     """oneDNN packing helps bf16 weights on CPU; other dtypes/devices keep PyTorch's own kernels."""
-    return (weight.device.type == "cpu" and weight.dtype == torch.bfloat16
-            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    return weight.device.type == "cpu" and weight.dtype == torch.bfloat16 and _packed_ops_work()
+
+
+@functools.lru_cache(maxsize=None)
+def _packed_ops_work() -> bool:
+    """The packing ops are PyTorch internals (what torch.compile's CPU freezing uses): check that this
+    build has them and that they compute a small product right, else fall back to plain matmuls."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        w = torch.arange(12, dtype=torch.bfloat16).reshape(3, 4)
+        x = torch.ones(1, 4, dtype=torch.bfloat16)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)
+        y = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+        return bool(torch.equal(y, x @ w.t()))
+    except (AttributeError, RuntimeError, TypeError):
+        return False
 
 
 class PackedLinear(nn.Module):
