@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightft.train.flops import lora_numel, matmul_peak, step_flops
+from lightft.train.flops import matmul_peak, matmul_weights, step_flops
 
 
 class Throughput(L.Callback):
@@ -46,14 +46,11 @@ class Throughput(L.Callback):
         cfg, lm_head = module.backbone.cfg, module.backbone.lm_head
         self._shape = (cfg.num_layers, cfg.num_heads * cfg.head_dim, cfg.causal)
         self._n = self._n_trained = 0
-        for m in module.modules():
+        for m, w, _ in matmul_weights(module):
             if m is lm_head and not module.runs_lm_head:
                 continue  # a matmul this task never runs (the LM head of a decoder classifier)
-            weights = [m.weight] if isinstance(m, nn.Linear) else []
-            weights += [m.lora_A, m.lora_B] if lora_numel(m) else []
-            for w in weights:
-                self._n += w.numel()
-                self._n_trained += w.numel() if w.requires_grad else 0
+            self._n += w.numel()
+            self._n_trained += w.numel() if w.requires_grad else 0
         # the backward pass runs through the model when anything inside the backbone trains
         self._backward = any(p.requires_grad for p in module.backbone.parameters())
 

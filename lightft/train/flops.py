@@ -27,7 +27,7 @@ even where a loss skips it (prompt tokens), as the usual 6·N·D convention does
 from __future__ import annotations
 
 import time
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import torch
 
@@ -60,20 +60,27 @@ def model_flops(mode: str, n: int, n_lora: int, lengths: list[int], layers: int,
     raise ValueError(mode)
 
 
+def matmul_weights(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, torch.Tensor, bool]]:
+    """(module, weight, is_lora) for every matmul weight of a model: each nn.Linear weight (LoRA-wrapped
+    ones once) and each LoRA layer's A and B factors."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            yield m, m.weight, False
+        a, b = getattr(m, "lora_A", None), getattr(m, "lora_B", None)
+        if isinstance(a, torch.nn.Parameter) and isinstance(b, torch.nn.Parameter):
+            yield m, a, True
+            yield m, b, True
+
+
 def matmul_params(model: torch.nn.Module) -> tuple[int, int]:
     """(N, N_lora) of a lightft model: every nn.Linear weight (LoRA-wrapped ones once), and LoRA A + B."""
     n = n_lora = 0
-    for m in model.modules():
-        if isinstance(m, torch.nn.Linear):
-            n += m.weight.numel()
-        n_lora += lora_numel(m)
+    for _, w, is_lora in matmul_weights(model):
+        if is_lora:
+            n_lora += w.numel()
+        else:
+            n += w.numel()
     return n, n_lora
-
-
-def lora_numel(m: torch.nn.Module) -> int:
-    """Size of the LoRA factors a module holds itself (0 for anything but a LoRA layer)."""
-    a, b = getattr(m, "lora_A", None), getattr(m, "lora_B", None)
-    return a.numel() + b.numel() if isinstance(a, torch.nn.Parameter) and isinstance(b, torch.nn.Parameter) else 0
 
 
 def matmul_peak(dtype: torch.dtype, n: Optional[int] = None, seconds: float = 1.5,
