@@ -154,12 +154,13 @@ def train(task: str, opts: Options) -> dict[str, Any]:
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-written on bad input
             raise
         if owner:
-            info = {"task": task, "base_model": str(Path(base_dir).resolve()), "lightft_version": __version__,
-                    "options": opts.to_dict(), "task_state": module.task_state(), "data": dm.stats,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
             if opts.resume:  # keep the original record and the log so far; note the resume
                 info = {**read_run(str(run_dir)), "resumed": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 keep_earlier_log(run_dir)
+            else:
+                info = {"task": task, "base_model": str(Path(base_dir).resolve()), "lightft_version": __version__,
+                        "options": opts.to_dict(), "task_state": module.task_state(), "data": dm.stats,
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
             write_atomic_json(run_dir / RUN_FILE, info)
     start = time.perf_counter()
     ckpt = str(run_dir / "checkpoints" / LAST) if opts.resume else None
