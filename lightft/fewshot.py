@@ -11,9 +11,7 @@ and is run once.
 from __future__ import annotations
 
 import random
-import re
 import statistics
-import string
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from typing import Any, Optional
 
 from lightft.errors import LightftError
 from lightft.generate import SamplingOptions, generate_text, load_for_generation
+from lightft.tasks.qa_metrics import exact_match  # SQuAD-normalised, as the QA task scores
 
 DEFAULT_TEMPLATE = "Q: {question}\nA: {answer}"
 SEPARATOR = "\n\n"
@@ -54,17 +53,6 @@ def read_items(path: str) -> list[QAItem]:
     return items
 
 
-def normalize(text: str) -> str:
-    """Lower case, drop punctuation and English articles, collapse spaces (SQuAD's answer normalisation)."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def exact_match(prediction: str, answers: list[str]) -> bool:
-    return any(normalize(prediction) == normalize(a) for a in answers)
-
-
 def fill(template: str, question: str, answer: Optional[str]) -> str:
     """The template with {question}; with answer None, cut just before {answer} (the model's cue)."""
     if answer is None:
@@ -93,7 +81,7 @@ def score(model, tokenizer, items: list[QAItem], prompts: list[str], max_new_tok
     preds: list[Optional[str]] = [None] * len(prompts)
     for i, g in zip(order, gens):
         preds[i] = g.text.strip()
-    records = [{"line": it.line, "prediction": p, "correct": exact_match(p, it.answers)}
+    records = [{"line": it.line, "prediction": p, "correct": bool(exact_match(p, it.answers))}
                for it, p in zip(items, preds)]
     return sum(r["correct"] for r in records) / max(1, len(records)), records
 

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from lightft import LightftError
 from lightft.cli.main import cli, main
-from lightft.fewshot import QAItem, build_prompt, choose_demos, exact_match, normalize, read_items
+from lightft.fewshot import QAItem, build_prompt, choose_demos, read_items
+from lightft.tasks.qa_metrics import exact_match, normalize_answer as normalize
 from tiny_decoder import SIMPLE_CHAT, tiny_decoder
 
 FAST = ["--max-steps", "2", "--batch-size", "4", "--no-progress", "--no-cache", "--lr", "1e-3",
