@@ -60,10 +60,7 @@ def prompt_for(template: str, instruction: str, input_text: str = "") -> str:
         pattern = ALPACA_WITH_INPUT if input_text else ALPACA_NO_INPUT
     else:
         pattern = template
-    try:
-        return pattern.replace("{instruction}", instruction).replace("{input}", input_text)
-    except Exception as e:  # pragma: no cover - replace cannot fail on strings
-        raise LightftError(f"--template: {e}") from None
+    return pattern.replace("{instruction}", instruction).replace("{input}", input_text)
 
 
 def format_prompt(tokenizer: Tokenizer, template: str, instruction: str, input_text: str = "") -> str:
