@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightft.data.base import pad_sequences
+from lightft.data.base import attention_mask_for, pad_sequences
 from lightft.data.cache import Example
 
 
@@ -69,7 +69,7 @@ def collate_causal(examples: list[Example], pad_id: int) -> dict[str, Any]:
         "input_ids": input_ids,
         "labels": pad_sequences([e["labels"] for e in examples], -100),
         "position_ids": pad_sequences([e["position_ids"] for e in examples], 0),
-        "attention_mask": pad_sequences([[1] * len(s) for s in ids], 0),
+        "attention_mask": attention_mask_for(ids, T),
     }
     if any(e["segment_ids"] and e["segment_ids"][-1] > 1 for e in examples):
         batch["segment_ids"] = pad_sequences([e["segment_ids"] for e in examples], 0)  # pads: segment 0
