@@ -239,9 +239,15 @@ def save_checkpoint(model: Transformer, out_dir: PathLike, dtype: Union[str, tor
         hf["torch_dtype"] = str(any_float.dtype).replace("torch.", "")
         hf["dtype"] = hf["torch_dtype"]
     write_atomic_json(out / "config.json", hf)
-    tmp = out / "model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out / "model.safetensors")
+    write_atomic_safetensors(out / "model.safetensors", state, metadata={"format": "pt"})
+
+
+def write_atomic_safetensors(path: Path, tensors: dict[str, torch.Tensor],
+                             metadata: Optional[dict[str, str]] = None) -> None:
+    """safetensors written to `path.tmp`, then renamed: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
 
 
 def write_atomic_json(path: Path, data: Any) -> None:

@@ -17,10 +17,9 @@ from typing import Optional
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-from lightft.checkpoint import PathLike, read_json, write_atomic_json
+from lightft.checkpoint import PathLike, read_json, write_atomic_json, write_atomic_safetensors
 from lightft.errors import LightftError
 from lightft.families import family_for
 from lightft.lora.apply import lora_layers, mark_trainable, wrap_modules
@@ -96,9 +95,7 @@ def save_adapter(model: nn.Module, out_dir: PathLike, base_model_name_or_path: O
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    tmp.replace(out / WEIGHTS)
+    write_atomic_safetensors(out / WEIGHTS, tensors, metadata={"format": "pt"})
     write_atomic_json(out / CONFIG, config)
     return out
 

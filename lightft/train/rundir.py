@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from lightft.checkpoint import read_json
+from lightft.checkpoint import read_json, write_atomic_safetensors
 from lightft.errors import LightftError
 from lightft.options import Options
 from lightft.train.checkpointing import LAST, load_checkpoint_file
@@ -122,6 +122,4 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def save_weights(module: Any, path: Path) -> None:
     """The trainable tensors as safetensors, written atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.trainable_state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    write_atomic_safetensors(path, {k: v.detach().cpu().contiguous() for k, v in module.trainable_state_dict().items()})
