@@ -7,8 +7,8 @@
   at the end of each epoch.
 - `RngState` puts the torch / CUDA / Python / NumPy random states of every rank into the checkpoint
   and restores them on resume, so dropout masks after a resume are the ones an uninterrupted run
-  would draw. (The data position is saved by `lightft.data.sampler.ResumableLoader`; optimiser,
-  scheduler and loop counters by Lightning.)
+  would draw. (The data position travels with the `DataPosition` callback, lightft/train/callbacks.py,
+  from `lightft.data.sampler.ResumableLoader`; optimiser, scheduler and loop counters with Lightning.)
 """
 
 from __future__ import annotations
