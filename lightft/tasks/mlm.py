@@ -17,6 +17,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import SumMetric
 
 from lightft.checkpoint import _open, weight_files
 from lightft.errors import LightftError
@@ -85,7 +86,9 @@ class MLMModule(TaskModule):
         head = MLMHead(self.backbone)
         if model_dir is not None:
             self.task_args["pretrained_head"] = load_pretrained_head(head, model_dir)
-        self._sums = {stage: [0.0, 0] for stage in ("val", "test")}  # masked-token loss sum, count
+        # masked-token loss sum and count; torchmetrics sums them over ranks
+        self.metrics = nn.ModuleDict({stage: nn.ModuleDict({"nll": SumMetric(), "tokens": SumMetric()})
+                                      for stage in ("val", "test")})
         return head
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -99,16 +102,13 @@ class MLMModule(TaskModule):
 
     def update_metrics(self, stage: str, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> None:
         loss = F.cross_entropy(out["logits"], out["targets"], reduction="sum")
-        self._sums[stage][0] += float(loss)
-        self._sums[stage][1] += int(out["targets"].numel())
+        self.metrics[stage]["nll"].update(loss.detach())
+        self.metrics[stage]["tokens"].update(float(out["targets"].numel()))
 
     def metrics_for(self, stage: str) -> dict[str, float]:
-        total, count = self._sums[stage]
-        self._sums[stage] = [0.0, 0]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            t = torch.tensor([total, count], dtype=torch.float64, device=self.device)
-            torch.distributed.all_reduce(t)
-            total, count = float(t[0]), int(t[1])
+        total, count = (float(self.metrics[stage][k].compute()) for k in ("nll", "tokens"))
+        for m in self.metrics[stage].values():
+            m.reset()
         if count == 0:
             return {}
         mean = total / count
