@@ -48,11 +48,16 @@ TRAIN_CASES = {
 }
 
 
+def write_case(path, content):
+    """A case's file: text as UTF-8, bytes as given (the non-UTF-8 cases)."""
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
 @pytest.mark.parametrize("case", sorted(TRAIN_CASES))
 def test_bad_training_file(case, tmp_path, capsys, trained):
     task, name, content, fragments = TRAIN_CASES[case]
-    path = tmp_path / name
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    path = write_case(tmp_path / name, content)
     out = tmp_path / "run"
     code, _, err = run_cli(["train", task, "--model", trained["model"], "--train", path, "--out", out, "--full",
                             "--no-progress", "--no-cache"], capsys)
@@ -72,8 +77,7 @@ EVAL_CASES = {
 @pytest.mark.parametrize("case", sorted(EVAL_CASES))
 def test_bad_eval_file(case, tmp_path, capsys, trained):
     task, name, content, fragments = EVAL_CASES[case]
-    path = tmp_path / name
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    path = write_case(tmp_path / name, content)
     metrics = tmp_path / "metrics.json"
     code, out, err = run_cli(["eval", task, "--model", trained[task], "--data", path, "--metrics-out", metrics,
                               "--no-progress"], capsys)
