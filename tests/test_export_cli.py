@@ -23,9 +23,9 @@ def lora_run(tmp_path_factory):
 
 
 def _lightft_hidden(run, ids):
-    from lightft.train.run import load_run_module
+    from lightft.evaluate import run_module
 
-    module, _ = load_run_module(str(run))
+    module = run_module(str(run))
     module.eval()
     with torch.no_grad():
         return module.backbone(ids).hidden_states

@@ -9,7 +9,7 @@ from lightft.data.cache import cached
 from lightft.data.readers import read_records, read_text
 from lightft.errors import LightftError
 from lightft.options import Options, read_config_file
-from lightft.train.optim import lr_lambda, parameter_groups
+from lightft.tasks.optim import lr_lambda, parameter_groups
 
 
 def test_readers_name_file_and_line(tmp_path):

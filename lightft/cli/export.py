@@ -22,7 +22,8 @@ def export_run(run_dir: str, out_dir: str, adapter: bool, dtype: str | None, for
 
     from lightft.errors import LightftError
     from lightft.lora import lora_layers, save_adapter, save_merged
-    from lightft.train.run import is_run_dir, load_run_module
+    from lightft.runs import load_run
+    from lightft.runs.folder import is_run_dir
 
     if not is_run_dir(run_dir):
         raise LightftError(f"{run_dir}: not a run folder (no run.json); export takes the --out of `lightft train`")
@@ -30,23 +31,22 @@ def export_run(run_dir: str, out_dir: str, adapter: bool, dtype: str | None, for
     if out.exists() and any(out.iterdir()):
         if not force:
             raise LightftError(f"{out}: folder is not empty; choose another --out or add --force")
-    module, info = load_run_module(run_dir)
-    backbone = module.backbone
+    run = load_run(run_dir)
+    backbone = run.backbone
     if adapter and not list(lora_layers(backbone)):
         raise LightftError(f"{run_dir}: this run fine-tuned all weights (--full); export it with --merged")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         if adapter:
-            save_adapter(backbone, tmp, base_model_name_or_path=info["base_model"])
+            save_adapter(backbone, tmp, base_model_name_or_path=run.base_model)
         else:
-            save_merged(backbone, tmp, base_dir=info["base_model"], dtype=dtype)
-        head = {k.removeprefix("head."): v.detach().contiguous() for k, v in module.state_dict().items()
-                if k.startswith("head.")}
+            save_merged(backbone, tmp, base_dir=run.base_model, dtype=dtype)
+        head = {k: v.detach().contiguous() for k, v in run.head.items()}
         if head:
             save_file(head, str(tmp / "lightft_head.safetensors"))
-        (tmp / "lightft_task.json").write_text(json.dumps({"task": info["task"], "task_state": info.get("task_state", {}),
-                                                           "base_model": info["base_model"]}, indent=2) + "\n")
+        (tmp / "lightft_task.json").write_text(json.dumps({"task": run.task, "task_state": run.task_state,
+                                                           "base_model": run.base_model}, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

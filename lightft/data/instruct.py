@@ -166,8 +166,7 @@ class InstructDataModule(LMDataModule):
         return {"template": task_state.get("template")}
 
     def cache_options(self) -> dict[str, Any]:
-        o = self.opts
-        return {**super().cache_options(), "template": self.template, "train_on_inputs": o.train_on_inputs,
+        return {**super().cache_options(), "resolved_template": self.template,
                 "chat_template": self.tokenizer.chat_template}
 
     def source_files(self, path: str):

@@ -22,7 +22,7 @@ from torchmetrics import SumMetric
 from lightft.checkpoint import _open, weight_files
 from lightft.errors import LightftError
 from lightft.model import ACTIVATIONS, Transformer
-from lightft.train.module import TaskModule
+from lightft.tasks.module import TaskModule
 
 # our head parameter -> BERT checkpoint key (BertForMaskedLM / BertForPreTraining layout)
 HF_HEAD_KEYS = {
