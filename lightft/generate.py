@@ -20,6 +20,7 @@ from lightft.checkpoint import load_model
 from lightft.errors import LightftError
 from lightft.lora import merge_lora
 from lightft.model import KVCache, Transformer
+from lightft.prompts import format_prompt
 from lightft.runs import load_run
 from lightft.runs.folder import is_run_dir
 from lightft.tokenizer import Tokenizer, load_tokenizer
@@ -220,8 +221,6 @@ def render_prompt(tokenizer: Tokenizer, prompt: str, template: Optional[str]) ->
     """template None = the raw prompt; 'chat', 'alpaca' or a custom text = the instruction format."""
     if template is None:
         return prompt
-    from lightft.data.instruct import format_prompt
-
     return format_prompt(tokenizer, template, prompt)
 
 

@@ -229,7 +229,7 @@ class RuntimeOptions(OptionGroup):
                         "CPU).")
     pad_to_multiple: Optional[int] = opt(None, "Pad each batch's length up to a multiple of this (never past "
                                          "--max-length), so --compile sees few shapes; 0: off (default: 64 with "
-                                         "--compile, else 0).", ge=0)
+                                         "--compile, else 0).")  # checked by resolved_pad_multiple
     grad_checkpointing: bool = opt(False, "Recompute activations in the backward pass (less memory).")
     progress: bool = opt(True, "Show a progress bar.", eval="override")
 
@@ -352,7 +352,8 @@ def check_range(name: str, value: Any, source: str) -> None:
               "le": (lambda v, b: v <= b, "at most"), "lt": (lambda v, b: v < b, "below")}
     for key, (ok, words) in bounds.items():
         if key in meta and isinstance(value, (int, float)) and not ok(value, meta[key]):
-            raise LightftError(f"{where} must be {words} {meta[key]}, not {value}")
+            positive = " (a positive number)" if (key, meta[key]) in (("ge", 1), ("gt", 0)) else ""
+            raise LightftError(f"{where} must be {words} {meta[key]}{positive}, not {value}")
     if meta.get("not_zero") and value == 0:
         raise LightftError(f"{where} must not be 0")
 

@@ -92,9 +92,18 @@ def resolve_options(cli_values: dict[str, Any], config_file: Optional[str] = Non
     return Options.from_dict(merged)
 
 
+class TaskGroup(click.Group):
+    """A group whose subcommands are the tasks: an unknown one is named with the choices."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            raise click.UsageError(f"'{args[0]}' is not one of {', '.join(TASK_NAMES)}", ctx)
+        return super().resolve_command(ctx, args)
+
+
 def per_task_group(name: str, summary: str, make_command: Callable[[str], click.Command]) -> click.Group:
     """A click group with one subcommand per task, so each task's --help lists only its own options."""
-    group = click.Group(name, help=f"{summary} `lightft {name} TASK --help` lists that task's options.")
+    group = TaskGroup(name, help=f"{summary} `lightft {name} TASK --help` lists that task's options.")
     for task in TASK_NAMES:
         group.add_command(make_command(task))
     return group
