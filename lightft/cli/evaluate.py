@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from lightft.cli.options import option_decorators, per_task_group, resolve_options
-from lightft.options import eval_flags
+from lightft.cli.options import eval_command_options, per_task_group, resolve_options
 
 
 def make_command(task: str) -> click.Command:
@@ -19,10 +18,8 @@ def make_command(task: str) -> click.Command:
       lightft eval {task} --model runs/{task} --data validation-file
       lightft eval {task} --model runs/{task} --data test-file --metrics-out test_metrics.json
     """)
-    @click.option("--model", required=True, help="Run folder (or base model folder: an untrained head, as a baseline).")
-    @click.option("--data", required=True, type=click.Path(dir_okay=True), help="Data file to evaluate on.")
-    @click.option("--metrics-out", type=click.Path(dir_okay=False), help="Also write the JSON metrics to this file.")
-    @option_decorators(eval_flags(task))
+    @eval_command_options(task, "Run folder (or base model folder: an untrained head, as a baseline).",
+                          "Data file to evaluate on.", "--metrics-out", "Also write the JSON metrics to this file.")
     def command(model: str, data: str, metrics_out: str | None, **values) -> None:
         from lightft.evaluate import evaluate
 

@@ -107,3 +107,16 @@ def per_task_group(name: str, summary: str, make_command: Callable[[str], click.
     for task in TASK_NAMES:
         group.add_command(make_command(task))
     return group
+
+
+def eval_command_options(task: str, model_help: str, data_help: str, out_flag: str, out_help: str) -> Callable:
+    """The options `eval` and `predict` share: --model, --data, an output file, and the task's eval flags."""
+    from lightft.options import eval_flags
+
+    def decorate(fn: Callable) -> Callable:
+        fn = option_decorators(eval_flags(task))(fn)
+        fn = click.option(out_flag, type=click.Path(dir_okay=False), help=out_help)(fn)
+        fn = click.option("--data", required=True, type=click.Path(dir_okay=True), help=data_help)(fn)
+        return click.option("--model", required=True, help=model_help)(fn)
+
+    return decorate

@@ -6,8 +6,7 @@ import json
 
 import click
 
-from lightft.cli.options import option_decorators, per_task_group, resolve_options
-from lightft.options import eval_flags
+from lightft.cli.options import eval_command_options, per_task_group, resolve_options
 
 OUTPUT = {
     "classify": '{"line", "label", "probabilities"}',
@@ -27,10 +26,8 @@ def make_command(task: str) -> click.Command:
       lightft predict {task} --model runs/{task} --data records > predictions.jsonl
       lightft predict {task} --model runs/{task} --data records --output predictions.jsonl
     """)
-    @click.option("--model", required=True, help="Run folder made by `lightft train`.")
-    @click.option("--data", required=True, type=click.Path(dir_okay=True), help="Data file to predict on.")
-    @click.option("--output", type=click.Path(dir_okay=False), help="Write JSONL here instead of stdout.")
-    @option_decorators(eval_flags(task))
+    @eval_command_options(task, "Run folder made by `lightft train`.", "Data file to predict on.", "--output",
+                          "Write JSONL here instead of stdout.")
     def command(model: str, data: str, output: str | None, **values) -> None:
         from lightft.evaluate import predict
 
