@@ -23,7 +23,7 @@ from lightft.runs.folder import (RUN_FILE, WEIGHTS_FILE, check_train_options, is
 from lightft.runs.load import chain_state, init_source
 from lightft.tasks.module import TaskModule
 from lightft.tokenizer import load_tokenizer
-from lightft.train.callbacks import DataPosition, Throughput
+from lightft.train.callbacks import DataPosition, StepBoundProgressBar, Throughput, ValidateAtMaxSteps
 from lightft.train.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, RngState
 from lightft.train.distributed import build_strategy, children_see_prepared, prepared_by_parent, rank_zero_first
 from lightft.train.registry import get_task
@@ -80,7 +80,10 @@ def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str
             DataPosition(),
             LearningRateMonitor(logging_interval="step"),
             Throughput(window=max(1, opts.log_every)),
+            ValidateAtMaxSteps(),
         ]
+        if opts.progress:
+            callbacks.append(StepBoundProgressBar())
         logger = CSVLogger(save_dir=str(run_dir), name="logs", version="")
     devices: Any = opts.devices
     if isinstance(devices, str) and devices.isdigit():
