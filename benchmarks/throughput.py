@@ -74,7 +74,7 @@ def lightft_options(spec: dict[str, Any], args: argparse.Namespace):
                    dtype="bfloat16" if spec["precision"] == "bf16-true" else "float32",
                    limit_train=args.limit_train, limit_val=args.limit_val, template="auto",
                    compile=args.compile, grad_checkpointing=args.grad_checkpointing, progress=False,
-                   seed=42 + args.seed)
+                   seed=42 + args.seed, kernels=args.kernels)
 
 
 def model_dir(spec: dict[str, Any], args: argparse.Namespace) -> Path:
@@ -239,7 +239,8 @@ class LightftSide(Side):
         if spec["mode"] == "generate":  # the `lightft generate` path: load_for_generation (packs bf16 weights)
             from lightft.generate import load_for_generation
 
-            self.model = load_for_generation(str(model_dir(spec, self.args)), dtype=opts.dtype, chat=False)[0]
+            self.model = load_for_generation(str(model_dir(spec, self.args)), dtype=opts.dtype, chat=False,
+                                             kernels=opts.kernels)[0]
             return {}
         backbone = load_model(model_dir(spec, self.args), dtype=opts.dtype)
         prepare_backbone(backbone, opts)
@@ -475,6 +476,8 @@ def main() -> None:
     p.add_argument("--no-eval", action="store_true", help="skip the validation pass at the end")
     p.add_argument("--lookahead", type=int, default=4,
                    help="(d) lightft: prompt-lookup drafts per pass, as `lightft generate` (0 = plain decoding)")
+    p.add_argument("--kernels", choices=("auto", "off"), default="auto",
+                   help="lightft: its fast paths (auto, as the CLI) or the reference math only (off)")
     p.add_argument("--sides", default="lightft,baseline",
                    help=f"comma list of workers, from {', '.join(SIDES)} (lightft+compile = lightft with --compile)")
     p.add_argument("--json", help="also write the results here")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -22,6 +21,7 @@ from lightft.errors import LightftError
 from lightft.families import family_for
 from lightft.keymap import apply_transform
 from lightft.model import Transformer
+from lightft.source import LoadReport, ModelSource
 
 PathLike = Union[str, os.PathLike]
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -88,35 +88,20 @@ def weight_files(model_dir: PathLike) -> list[Path]:
     raise LightftError(f"{path}: missing model.safetensors or model.safetensors.index.json{hint}; found: {found}")
 
 
-@dataclass
-class LoadReport:
-    """What happened to every key; `problems()` lists what could not be explained."""
-
-    loaded: int = 0
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)  # "key: checkpoint (a, b) vs model (c, d)"
-    ignored: list[str] = field(default_factory=list)  # known keys we deliberately do not use
-    initialised: list[str] = field(default_factory=list)  # optional parameters absent from the file
-
-    def problems(self) -> list[str]:
-        out = [f"shape mismatch {m}" for m in self.mismatched]
-        out += [f"missing key {k}" for k in self.missing]
-        out += [f"unexpected key {k}" for k in self.unexpected]
-        return out
-
-    def summary(self) -> str:
-        return (f"loaded {self.loaded} tensors; ignored {len(self.ignored)}; freshly initialised "
-                f"{len(self.initialised)}; missing {len(self.missing)}; unexpected {len(self.unexpected)}; "
-                f"mismatched {len(self.mismatched)}")
-
-
 def _open(file: Path):
     try:
         return safe_open(str(file), framework="pt", device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise LightftError(f"{file}: not a readable safetensors file ({e}); the file is truncated or corrupt, "
                            "re-download or re-export it") from None
+
+
+def _read_tensor(f, file: Path, key: str, transform: Optional[str]) -> torch.Tensor:
+    """One tensor of an open safetensors file, in lightft's layout (the key map's transform)."""
+    try:
+        return apply_transform(f.get_tensor(key), transform)
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise LightftError(f"{file}: tensor {key} cannot be read ({e}); the file is corrupt") from None
 
 
 def load_model(
@@ -129,8 +114,8 @@ def load_model(
 
     The model comes back in eval mode (dropout off), as `transformers` does, so inference right after
     loading is deterministic; Lightning switches it to train mode for fitting.
-    `strict=False` returns the model even when the report has problems (for `inspect`); the report
-    is attached as `model.load_report`, and where the weights came from as `model.source`.
+    `strict=False` returns the model even when the report has problems (for `inspect`). Where the
+    weights came from, with the report of every key, is the model's `source` (a `ModelSource`).
     """
     model_dir = Path(model_dir)
     cfg = read_model_config(model_dir)
@@ -152,10 +137,7 @@ def load_model(
                 if name == "lm_head.weight" and cfg.tie_embeddings:
                     report.ignored.append(key)  # the tied head is the embedding; a saved copy adds nothing
                     continue
-                try:
-                    tensor = apply_transform(f.get_tensor(key), transform)
-                except (SafetensorError, OSError, RuntimeError) as e:
-                    raise LightftError(f"{file}: tensor {key} cannot be read ({e}); the file is corrupt") from None
+                tensor = _read_tensor(f, file, key, transform)
                 if tuple(tensor.shape) != tuple(expected[name].shape):
                     report.mismatched.append(
                         f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[name].shape)}")
@@ -181,11 +163,28 @@ def load_model(
     model.reset_buffers()
     model.to(device)
     model.eval()
-    model.load_report = report
-    prefix = prefixes.pop() if len(prefixes) == 1 else ""
-    model.source = {"path": str(model_dir.resolve()), "family": cfg.family, "prefix": prefix,
-                    "model_type": cfg.hf_config.get("model_type"), "dtype": str(dtype).replace("torch.", "")}
+    model.source = ModelSource(path=str(model_dir.resolve()), family=cfg.family,
+                               model_type=str(cfg.hf_config.get("model_type")),
+                               prefix=prefixes.pop() if len(prefixes) == 1 else "",
+                               dtype=str(dtype).replace("torch.", ""), report=report)
     return model
+
+
+def read_extra_weights(model_dir: PathLike, namespace: str) -> dict[str, torch.Tensor]:
+    """The checkpoint tensors that the family's key map places under `namespace` (e.g. "mlm_head."),
+    by their names without it: weights of pre-training heads that live outside the `Transformer`,
+    read through the same key map (prefixes, transposes) as the model's own. Empty when there are none.
+    """
+    family = family_for(read_model_config(model_dir).hf_config)
+    found: dict[str, torch.Tensor] = {}
+    for file in weight_files(model_dir):
+        with _open(file) as f:
+            for key in f.keys():
+                mapped = family.KEY_MAP.to_lightft(key)
+                if mapped is None or not mapped[0].startswith(namespace):
+                    continue
+                found[mapped[0][len(namespace):]] = _read_tensor(f, file, key, mapped[1])
+    return found
 
 
 def _materialise_rest(model: Transformer, dtype: torch.dtype) -> None:
@@ -209,7 +208,7 @@ def hf_state_dict(model: Transformer, prefix: Optional[str] = None,
     """
     family = family_for(model.cfg.hf_config)
     if prefix is None:
-        prefix = getattr(model, "source", {}).get("prefix", "")
+        prefix = model.source.prefix if model.source is not None else ""
     out = {}
     for name, tensor in (model.state_dict() if state is None else state).items():
         if name == "lm_head.weight" and model.cfg.tie_embeddings:

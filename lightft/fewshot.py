@@ -88,7 +88,7 @@ def score(model, tokenizer, items: list[QAItem], prompts: list[str], max_new_tok
 
 def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, pool_file: Optional[str] = None,
                 template: str = DEFAULT_TEMPLATE, limit: Optional[int] = None, max_new_tokens: int = 16,
-                batch_size: int = 8, dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
+                batch_size: int = 8, dtype: str = "float32", seed: int = 0, kernels: str = "auto") -> dict[str, Any]:
     """Accuracy per number of shots: mean and sample std over `seeds` demonstration draws."""
     if "{question}" not in template or "{answer}" not in template:
         raise LightftError("--template must contain {question} and {answer}")
@@ -98,7 +98,7 @@ def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, poo
     pool = read_items(pool_file) if pool_file else items
     if limit:
         items = items[:limit]
-    model, tokenizer, _ = load_for_generation(model_dir, dtype, chat=False)
+    model, tokenizer, _ = load_for_generation(model_dir, dtype, chat=False, kernels=kernels)
     results = []
     start = time.perf_counter()
     for k in shots:

@@ -231,6 +231,9 @@ class RuntimeOptions(OptionGroup):
                                          "--max-length), so --compile sees few shapes; 0: off (default: 64 with "
                                          "--compile, else 0).")  # checked by resolved_pad_multiple
     grad_checkpointing: bool = opt(False, "Recompute activations in the backward pass (less memory).")
+    kernels: str = opt("auto", "Fast paths of lightft/kernels/ (auto: each where it applies) or the reference math "
+                       "of lightft/model.py only (off); same results within float rounding.", eval="override",
+                       choices=("auto", "off"))
     progress: bool = opt(True, "Show a progress bar.", eval="override")
 
 

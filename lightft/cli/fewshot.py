@@ -7,6 +7,8 @@ from typing import Optional
 
 import click
 
+from lightft.cli.options import option_decorators
+
 
 @click.command("fewshot")
 @click.option("--model", required=True, help="Model folder (or run folder).")
@@ -23,10 +25,11 @@ import click
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--dtype", default="float32", show_default=True)
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
+@option_decorators(["kernels"])
 @click.option("--metrics-out", type=click.Path(dir_okay=False), help="Also write the JSON here.")
 def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Optional[str], template: str,
             limit: Optional[int], max_new_tokens: int, batch_size: int, dtype: str, threads: Optional[int],
-            metrics_out: Optional[str]) -> None:
+            kernels: Optional[str], metrics_out: Optional[str]) -> None:
     """Few-shot accuracy of MODEL on DATA for each number of --shots.
 
     \b
@@ -46,7 +49,8 @@ def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Opti
     except ValueError:
         raise LightftError(f"--shots {shots!r}: expected a comma list of integers such as 0,1,3,5") from None
     template = template.replace("\\n", "\n")
-    report = run_fewshot(model, data, ks, seeds, pool, template, limit, max_new_tokens, batch_size, dtype, seed)
+    report = run_fewshot(model, data, ks, seeds, pool, template, limit, max_new_tokens, batch_size, dtype, seed,
+                         kernels or "auto")
     click.echo(table(report), err=True)
     text = json.dumps(report, ensure_ascii=False)
     if metrics_out:

@@ -7,6 +7,8 @@ from typing import Optional
 
 import click
 
+from lightft.cli.options import option_decorators
+
 
 @click.command("generate")
 @click.option("--model", required=True, help="Model folder (HF layout / merged export) or run folder.")
@@ -19,17 +21,19 @@ import click
 @click.option("--seed", default=None, type=int, help="Seed for sampling.")
 @click.option("--stop", multiple=True, help="Stop string (repeatable); the text is cut before it.")
 @click.option("--lookahead", default=4, show_default=True, type=int,
-              help="Greedy, one prompt at a time: check up to N tokens drafted from earlier text in each pass "
-                   "(prompt lookup; same output, fewer passes). 0 = off.")
+              help="Greedy, one prompt at a time, kernels on: check up to N tokens drafted from earlier text in "
+                   "each pass (prompt lookup; same output, fewer passes). 0 = off.")
 @click.option("--chat/--no-chat", default=None,
               help="Wrap prompts in the chat template (default: when the model has one, or the run's template).")
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--dtype", default="float32", show_default=True)
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
+@option_decorators(["kernels"])
 @click.option("--jsonl", is_flag=True, help="Print one JSON object per prompt (prompt, text, finish_reason).")
 def command(model: str, prompts: tuple[str, ...], prompts_file: Optional[str], max_new_tokens: int,
             temperature: float, top_k: int, top_p: float, seed: Optional[int], stop: tuple[str, ...], lookahead: int,
-            chat: Optional[bool], batch_size: int, dtype: str, threads: Optional[int], jsonl: bool) -> None:
+            chat: Optional[bool], batch_size: int, dtype: str, threads: Optional[int], kernels: Optional[str],
+            jsonl: bool) -> None:
     """Continue PROMPT(s) with MODEL.
 
     \b
@@ -54,7 +58,7 @@ def command(model: str, prompts: tuple[str, ...], prompts_file: Optional[str], m
     opts = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                            seed=seed, stop=stop, lookahead=lookahead)
     opts.check()
-    lm, tokenizer, template = load_for_generation(model, dtype, chat)
+    lm, tokenizer, template = load_for_generation(model, dtype, chat, kernels or "auto")
     for prompt, gen in zip(texts, generate_text(lm, tokenizer, texts, opts, template, batch_size)):
         if jsonl:
             click.echo(json.dumps({"prompt": prompt, "text": gen.text, "finish_reason": gen.finish_reason,

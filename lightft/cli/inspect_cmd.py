@@ -51,7 +51,7 @@ def summarise(model_dir: str, lora: tuple[int, str, float | None] | None = None)
         "dtype": str(cfg.hf_config.get("torch_dtype") or cfg.hf_config.get("dtype") or "float32"),
         "files": sorted(p.name for p in path.iterdir() if p.is_file()),
         "weight_files": [p.name for p in weight_files(path)],
-        "problems": model.load_report.problems(),
+        "problems": model.source.report.problems(),
     }
     if lora is not None:
         r, targets, alpha = lora

@@ -183,7 +183,7 @@ class TaskDataModule(L.LightningDataModule):
         recompiles again and again; multiples of 64 bound the shapes to max_length / 64. The new
         positions are padding exactly like the collate's own (attention_mask 0, labels -100), so
         losses and metrics do not change, and right padding keeps a causal decoder on its
-        mask-free path (Transformer.build_mask).
+        mask-free path (lightft/kernels/attention.py, right_padded_mask).
         """
         m = self.pad_multiple
         B, T = batch["input_ids"].shape

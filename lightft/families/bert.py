@@ -36,9 +36,16 @@ KEY_MAP = KeyMap(
         ],
         ("pooler.dense.weight", "pooler.weight", None),
         ("pooler.dense.bias", "pooler.bias", None),
+        # BERT's masked-LM head (BertForMaskedLM / BertForPreTraining): not part of the model, read by
+        # the mlm task through `checkpoint.read_extra_weights(dir, "mlm_head.")`; its decoder is the embedding
+        ("cls.predictions.transform.dense.weight", "mlm_head.dense.weight", None),
+        ("cls.predictions.transform.dense.bias", "mlm_head.dense.bias", None),
+        ("cls.predictions.transform.LayerNorm.weight", "mlm_head.norm.weight", None),
+        ("cls.predictions.transform.LayerNorm.bias", "mlm_head.norm.bias", None),
+        ("cls.predictions.bias", "mlm_head.bias", None),
     ],
     base_prefixes=("bert.", "roberta."),
-    # position_ids is a saved buffer; cls.* / lm_head.* are pre-training heads (the mlm task reads them).
+    # position_ids is a saved buffer; cls.* / lm_head.* are pre-training heads (cls.predictions: see above).
     ignored=(r"embeddings\.position_ids$", r"^cls\.", r"^lm_head\.", r"^classifier\."),
 )
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from lightft.checkpoint import PathLike, save_checkpoint
 from lightft.lora.apply import lora_layers
+from lightft.model import Transformer
 
 # Files a tokenizer or generation needs next to the weights; copied when the base folder has them.
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
@@ -37,7 +38,7 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_merged(model: nn.Module, out_dir: PathLike, base_dir: Optional[PathLike] = None,
+def save_merged(model: Transformer, out_dir: PathLike, base_dir: Optional[PathLike] = None,
                 dtype: Union[str, torch.dtype, None] = None) -> Path:
     """Write config.json + model.safetensors (same keys and shapes as the input checkpoint) + tokenizer files.
 
@@ -45,8 +46,8 @@ def save_merged(model: nn.Module, out_dir: PathLike, base_dir: Optional[PathLike
     """
     out = Path(out_dir)
     save_checkpoint(model, out, dtype=dtype, state=merged_state_dict(model))
-    base = Path(base_dir) if base_dir is not None else Path(getattr(model, "source", {}).get("path", ""))
-    if base_dir is not None or getattr(model, "source", None):
+    base = Path(base_dir) if base_dir is not None else Path(model.source.path) if model.source is not None else None
+    if base is not None:
         for name in SIDE_FILES:
             if (base / name).is_file() and base.resolve() != out.resolve():
                 shutil.copyfile(base / name, out / name)

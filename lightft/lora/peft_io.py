@@ -23,6 +23,7 @@ from lightft.checkpoint import PathLike, read_json, write_atomic_json, write_ato
 from lightft.errors import LightftError
 from lightft.families import family_for
 from lightft.lora.apply import lora_layers, mark_trainable, wrap_modules
+from lightft.model import Transformer
 
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
@@ -30,10 +31,10 @@ KEY = re.compile(r"^base_model\.model\.(?P<path>.+)\.lora_(?P<ab>[AB])(?:\.defau
 TASK_TYPES = {"bert": "FEATURE_EXTRACTION", "gpt2": "CAUSAL_LM", "llama": "CAUSAL_LM"}
 
 
-def hf_module_path(model: nn.Module, name: str) -> str:
+def hf_module_path(model: Transformer, name: str) -> str:
     """lightft module path -> the module's path in the `transformers` model (via the family key map)."""
     family = family_for(model.cfg.hf_config)
-    mapped = family.KEY_MAP.to_checkpoint(name + ".weight", getattr(model, "source", {}).get("prefix", ""))
+    mapped = family.KEY_MAP.to_checkpoint(name + ".weight", model.source.prefix if model.source is not None else "")
     assert mapped is not None, f"no checkpoint name for {name}.weight: extend the family's KEY_MAP"
     return mapped[0].removesuffix(".weight")
 
@@ -59,7 +60,7 @@ def _target_suffixes(all_paths: list[str], chosen: set[str]) -> list[str]:
     return out
 
 
-def save_adapter(model: nn.Module, out_dir: PathLike, base_model_name_or_path: Optional[str] = None,
+def save_adapter(model: Transformer, out_dir: PathLike, base_model_name_or_path: Optional[str] = None,
                  task_type: Optional[str] = None) -> Path:
     """Write the LoRA A/B matrices and their settings so `peft.PeftModel.from_pretrained` loads them."""
     layers = list(lora_layers(model))
@@ -78,7 +79,7 @@ def save_adapter(model: nn.Module, out_dir: PathLike, base_model_name_or_path: O
     config = {
         "peft_type": "LORA",
         "task_type": task_type or TASK_TYPES.get(family),
-        "base_model_name_or_path": base_model_name_or_path or getattr(model, "source", {}).get("path"),
+        "base_model_name_or_path": base_model_name_or_path or (model.source.path if model.source is not None else None),
         "r": first.r,
         "lora_alpha": first.alpha,
         "lora_dropout": dropout,

@@ -6,6 +6,7 @@ a run is rebuilt with exactly the adapters it was trained with.
 
 from __future__ import annotations
 
+from lightft.kernels import use_kernels
 from lightft.lora import apply_lora, mark_trainable
 from lightft.model import Transformer
 from lightft.options import LoraOptions, Options
@@ -23,6 +24,7 @@ def prepare_backbone(backbone: Transformer, opts: Options) -> Transformer:
     mark_trainable(backbone, mode, freeze_embeddings=opts.freeze == "embeddings")
     if opts.grad_checkpointing:
         backbone.gradient_checkpointing = True
+    use_kernels(backbone, opts.kernels)  # --kernels: fast paths (auto) or the reference math (off)
     if opts.compile:
         compile_blocks(backbone)
     return backbone
