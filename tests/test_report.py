@@ -106,6 +106,10 @@ def test_report_command_rewrites_the_page(run):
     result = _invoke(["report", run])
     assert result.exit_code == 0 and result.output.strip() == str(run / "report.html")
     assert (run / "report.html").stat().st_mtime_ns >= before
+    assert _invoke(["report", run, "--no-samples"]).exit_code == 0
+    page = (run / "report.html").read_text(encoding="utf-8")
+    sample = json.loads((run / "samples.json").read_text())["samples"][0]["input"]
+    assert "--no-samples" in page and sample not in page
 
 
 def test_bad_inputs_are_one_line(run, tmp_path):

@@ -7,7 +7,9 @@ import click
 
 @click.command("report")
 @click.argument("run", type=click.Path(file_okay=False))
-def command(run: str) -> None:
+@click.option("--samples/--no-samples", default=True,
+              help="Include the sample predictions (--no-samples: share the page without the data's text).")
+def command(run: str, samples: bool) -> None:
     """Write RUN/report.html: options, data statistics and token-length histograms, curves, final
     metrics and sample predictions, with the figures embedded (no other file is needed to view it).
 
@@ -17,4 +19,4 @@ def command(run: str) -> None:
     """
     from lightft.report.html import write_report
 
-    click.echo(str(write_report(run)))
+    click.echo(str(write_report(run, with_samples=samples)))

@@ -93,7 +93,9 @@ def _data_section(run: RunFiles) -> str:
     return f"<div class='grid'>{''.join(tables)}</div>{hist}"
 
 
-def _samples_section(run: RunFiles) -> str:
+def _samples_section(run: RunFiles, with_samples: bool) -> str:
+    if not with_samples:
+        return "<p class='dim'>Left out of this page (<code>lightft report --no-samples</code>).</p>"
     samples = (run.samples or {}).get("samples") or []
     if not samples:
         return "<p class='dim'>No samples.json (written at the end of training).</p>"
@@ -131,7 +133,7 @@ def _options_section(run: RunFiles) -> str:
     return "<p class='sub'>Bold: set for this run; grey: the default.</p><div class='grid'>" + "".join(tables) + "</div>"
 
 
-def render_report(run: RunFiles) -> str:
+def render_report(run: RunFiles, with_samples: bool = True) -> str:
     info = run.info
     facts = [f"task <b>{_e(run.task)}</b>", f"base model {_e(info.get('base_model', '?'))}",
              f"created {_e(info.get('created', '?'))}", f"lightft {_e(info.get('lightft_version', '?'))}"]
@@ -154,7 +156,7 @@ def render_report(run: RunFiles) -> str:
 <h2>Data</h2>
 {_data_section(run)}
 <h2>Samples</h2>
-{_samples_section(run)}
+{_samples_section(run, with_samples)}
 <h2>Options</h2>
 {_options_section(run)}
 <p class="dim">Made by <code>lightft report</code> from {sources}.</p>
@@ -162,10 +164,13 @@ def render_report(run: RunFiles) -> str:
 """
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write RUN/report.html (through a temporary file, so a reader never sees half a page)."""
+def write_report(run_dir: str | Path, with_samples: bool = True) -> Path:
+    """Write RUN/report.html (through a temporary file, so a reader never sees half a page).
+
+    `with_samples=False` leaves the sample texts out: a page to share without the data's text.
+    """
     run = read_run_files(run_dir)
-    page = render_report(run)
+    page = render_report(run, with_samples)
     out = run.path / REPORT_FILE
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
