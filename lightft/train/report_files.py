@@ -81,6 +81,11 @@ def _qa(module, batch, out, examples, tok) -> list[Sample]:
     return samples
 
 
+def _token(tok: Any, t: int) -> str:
+    """A token's text; ids past the tokenizer's vocabulary (models often pad theirs) show as <id>."""
+    return tok.backend.id_to_token(t) or f"<{t}>"
+
+
 def _mlm(module, batch, out, examples, tok) -> list[Sample]:
     guesses = out["logits"].argmax(-1).tolist()  # (M,): masked positions of all rows, row by row
     targets = out["targets"].tolist()
@@ -91,8 +96,8 @@ def _mlm(module, batch, out, examples, tok) -> list[Sample]:
         at += n
         real = [t for t in row if t != tok.pad_id]
         samples.append({"input": _cut(tok.decode(real, skip_special_tokens=False)),
-                        "gold": " ".join(tok.backend.id_to_token(t) for t in gold),
-                        "predicted": " ".join(tok.backend.id_to_token(t) for t in pred), "correct": gold == pred})
+                        "gold": " ".join(_token(tok, t) for t in gold),
+                        "predicted": " ".join(_token(tok, t) for t in pred), "correct": gold == pred})
     return samples
 
 
