@@ -80,7 +80,7 @@ def _data_section(run: RunFiles) -> str:
         rows = [(k, v) for k, v in stats.items() if not isinstance(v, (dict, list))]
         lengths = stats.get("lengths") or {}
         if lengths.get("n"):
-            rows += [("tokens: mean / median / p95 / max",
+            rows += [("examples used", lengths["n"]), ("tokens: mean / median / p95 / max",
                       f"{lengths['mean']} / {lengths['p50']} / {lengths['p95']} / {lengths['max']}"),
                      ("--max-length", lengths["limit"])]
         tables.append(f"<table><tr><th colspan=2>{_e(split)}</th></tr>"

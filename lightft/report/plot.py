@@ -1,7 +1,8 @@
 """Curves of one or more runs against optimiser steps, and token-length histograms, drawn with matplotlib.
 
-Panels: loss (training solid, validation dashed with dots), learning rate, real tokens per second,
-then one panel per task metric (every logged `val_*` other than the loss, or those asked for).
+Panels: loss (training solid, drawn faint under its moving average when there are many points;
+validation dashed with dots), learning rate, real tokens per second, then one panel per task metric
+(every logged `val_*` other than the loss, or those asked for).
 Several runs share the panels, one colour each, so two recipes compare at a glance. Figures are
 built with matplotlib's object API (`Figure`, no pyplot and no global backend), so drawing never
 opens a window or touches another figure in the same process.
@@ -32,6 +33,15 @@ def _draw(ax, points: list[tuple[int, float]], color: str, label: Optional[str],
     steps, values = [s for s, _ in points], [v for _, v in points]
     style = dict(linestyle="--", marker="o", markersize=3.5) if dashed or len(points) == 1 else {}
     ax.plot(steps, values, color=color, linewidth=1.4, label=label, **style)
+
+
+def smoothed(points: list[tuple[int, float]], weight: float = 0.6) -> list[tuple[int, float]]:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the first points are not pulled to 0."""
+    out, avg = [], 0.0
+    for n, (step, value) in enumerate(points, start=1):
+        avg = weight * avg + (1 - weight) * value
+        out.append((step, avg / (1 - weight**n)))
+    return out
 
 
 def _label(run: RunFiles, runs: list[RunFiles]) -> str:
@@ -66,8 +76,13 @@ def curves_figure(runs: list[RunFiles], metrics: Optional[list[str]] = None):
     loss_ax, lr_ax, tok_ax = axes[:3]
     for i, run in enumerate(runs):
         color, name = COLORS[i % len(COLORS)], _label(run, runs)
-        if "train_loss" in run.log:
-            _draw(loss_ax, run.log["train_loss"], color, f"{name} train")
+        if "train_loss" in run.log:  # one batch per logged point: noisy, so drawn faint under its moving average
+            train = run.log["train_loss"]
+            if len(train) > 8:
+                loss_ax.plot([s for s, _ in train], [v for _, v in train], color=color, linewidth=0.8, alpha=0.3)
+                _draw(loss_ax, smoothed(train), color, f"{name} train (smoothed)")
+            else:
+                _draw(loss_ax, train, color, f"{name} train")
         if "val_loss" in run.log:
             _draw(loss_ax, run.log["val_loss"], color, f"{name} val", dashed=True)
         lrs = run.learning_rates()
