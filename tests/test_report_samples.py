@@ -7,8 +7,8 @@ import json
 import pytest
 
 from lightft.options import Options
-from lightft.tasks import get_task
 from lightft.tokenizer import load_tokenizer
+from lightft.train.registry import get_task
 from lightft.train.report_files import collect_samples
 from lightft.train.run import build_module
 from supervised_utils import NER_SENTENCES, conll_text, tiny_bert_dir, write_lines

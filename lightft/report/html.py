@@ -8,7 +8,6 @@ Self-contained means no request leaves the file: the CSS is inline and the figur
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import os
 from pathlib import Path
@@ -109,28 +108,28 @@ def _samples_section(run: RunFiles, with_samples: bool) -> str:
 
 
 def _options_section(run: RunFiles) -> str:
-    from lightft.options import Options  # plain dataclass: defaults and groups, nothing heavy
+    """The run's options by group (lightft/options.py), those of other tasks left out; set ones in bold."""
+    from lightft.options import GROUPS, Options, groups_for  # plain dataclasses: defaults and groups
 
     options = run.info.get("options") or {}
-    fields = {f.name: f for f in dataclasses.fields(Options)}
-    groups: dict[str, list[tuple[str, Any]]] = {}
+    defaults = Options().to_dict()
+    applies = {g.group for g in groups_for(run.task)}
+    groups: dict[str, list[tuple[str, Any]]] = {g.group: [] for g in GROUPS if g.group in applies}
+    unknown = "(not an option of this lightft version)"
     for name, value in options.items():
-        f = fields.get(name)
-        group = f.metadata.get("group", "options") if f is not None else "(not an option of this version)"
-        groups.setdefault(str(group), []).append((name, value))
+        owner = next((g.group for g in GROUPS if any(f.name == name for f in g.own_fields())), unknown)
+        if owner in groups or owner == unknown:
+            groups.setdefault(owner, []).append((name, value))
     tables = []
     for group, items in groups.items():
-        per_table = -(-len(items) // 3) if len(items) > 24 else len(items)  # a long list: three side by side
+        per_table = -(-len(items) // 2) if len(items) > 16 else len(items)  # a long group: two tables side by side
         for start in range(0, len(items), per_table):
-            cells = []
-            for name, value in items[start : start + per_table]:
-                f = fields.get(name)
-                default = f.default if f is not None and f.default is not dataclasses.MISSING else None
-                changed = f is None or value != default
-                cells.append(f"<tr>{_td(name)}{_td(value, 'changed' if changed else 'dim')}</tr>")
+            cells = [f"<tr>{_td(name)}{_td(value, 'changed' if name not in defaults or value != defaults[name] else 'dim')}"
+                     "</tr>" for name, value in items[start : start + per_table]]
             title = group if start == 0 else f"{group} (continued)"
             tables.append(f"<table><tr><th colspan=2>{_e(title)}</th></tr>{''.join(cells)}</table>")
-    return "<p class='sub'>Bold: set for this run; grey: the default.</p><div class='grid'>" + "".join(tables) + "</div>"
+    return ("<p class='sub'>Bold: set for this run; grey: the default. Options of other tasks are left out.</p>"
+            "<div class='grid'>" + "".join(tables) + "</div>")
 
 
 def render_report(run: RunFiles, with_samples: bool = True) -> str:

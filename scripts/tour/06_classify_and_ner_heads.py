@@ -6,7 +6,7 @@ On the packaged MiniLM (a 6-layer BERT): a padded batch of two sentences, the fo
 pools hidden states into one vector per sentence (computed by hand and by lightft), the linear head
 on top; then NER: words split into WordPiece sub-words, each word's tag placed on its first
 sub-word (-100 on the others), and predictions read back from first sub-words.
-Source: lightft/train/module.py (pool, LinearHead), lightft/tasks/classify.py (ClassificationModule),
+Source: lightft/tasks/heads.py (pool, LinearHead), lightft/tasks/classify.py (ClassificationModule),
 lightft/data/ner.py (NerDataModule.token_labels), lightft/tasks/ner.py (NerModule.word_tags).
 """
 
@@ -22,9 +22,9 @@ from lightft.data.base import attention_mask_for, pad_sequences
 from lightft.data.ner import NerDataModule
 from lightft.options import Options
 from lightft.tasks.classify import ClassificationModule
+from lightft.tasks.heads import pool
 from lightft.tasks.ner import NerModule
 from lightft.tokenizer import load_tokenizer
-from lightft.train.module import pool
 
 torch.set_grad_enabled(False)
 folder = tourkit.minilm_dir()

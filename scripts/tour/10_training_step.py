@@ -9,8 +9,8 @@ Here a tiny classifier trains four steps both ways, by hand and by lightft's own
 with the same weights. Then gradient accumulation (--grad-accum): two micro-batches of 4 give the
 gradient of one batch of 8, exactly when the loss is a mean over examples, and not quite when it
 is a mean over tokens of rows of different lengths.
-Source: lightft/train/run.py (make_trainer), lightft/train/optim.py (build_optimizer, lr_lambda),
-lightft/train/module.py (TaskModule.training_step), lightft/tasks/causal_lm.py (next_token_nll).
+Source: lightft/train/run.py (make_trainer), lightft/tasks/optim.py (build_optimizer, lr_lambda),
+lightft/tasks/module.py (TaskModule.training_step), lightft/tasks/causal_lm.py (next_token_nll).
 """
 
 # %% Setup: a tiny BERT classifier and 32 random examples, batches of 4
@@ -23,11 +23,11 @@ from torch.utils.data import DataLoader
 
 import tourkit
 from lightft.data.base import attention_mask_for, pad_sequences
-from lightft.options import Options
+from lightft.options import OptimOptions, Options
+from lightft.runs.backbone import prepare_backbone
 from lightft.tasks.causal_lm import next_token_nll
 from lightft.tasks.classify import ClassificationModule
-from lightft.train.module import prepare_backbone
-from lightft.train.optim import build_optimizer
+from lightft.tasks.optim import build_optimizer
 from lightft.train.run import make_trainer
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # keep Lightning's start-up notes out of the lesson
@@ -56,7 +56,8 @@ module = classifier(opts)
 by_hand = copy.deepcopy(module)  # the same starting weights for the hand-written loop
 
 # %% 1. By hand: forward + loss -> backward -> clip -> AdamW -> scheduler -> zero the gradients
-setup = build_optimizer(by_hand, opts, total_steps=opts.max_steps, head_names={"head"})
+setup = build_optimizer(by_hand, OptimOptions.of(opts), opts.resolved_lr(), total_steps=opts.max_steps,
+                        head_names={"head"})
 optimizer, scheduler = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
 params = [p for group in optimizer.param_groups for p in group["params"]]
 by_hand.train()
