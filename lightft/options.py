@@ -225,6 +225,9 @@ class RuntimeOptions(OptionGroup):
     val_every: Optional[int] = opt(None, "Validate every N optimiser steps (default: once per epoch).", ge=1)
     checkpoint_every: Optional[int] = opt(None, "Also save a checkpoint every N optimiser steps.", ge=1)
     log_every: int = opt(10, "Log loss / lr / tokens per second every N steps.", ge=1)
+    logger: str = opt("csv", "Where the log goes: csv (RUN/logs/metrics.csv) | tensorboard (RUN/logs/tensorboard event "
+                      "files as well; the CSV log, which plot and report read, is always written).",
+                      choices=("csv", "tensorboard"))
     compile: bool = opt(False, "torch.compile each transformer block (one-off compile time; much faster steps on "
                         "CPU).")
     pad_to_multiple: Optional[int] = opt(None, "Pad each batch's length up to a multiple of this (never past "

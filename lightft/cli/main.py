@@ -27,6 +27,8 @@ COMMANDS = {
     "demo": "demo",
     "generate": "generate",
     "fewshot": "fewshot",
+    "plot": "plot",
+    "report": "report",
 }
 
 
@@ -50,6 +52,7 @@ def cli() -> None:
       lightft inspect path/to/model
       lightft convert gguf model.gguf out/model
       lightft train classify --model path/to/model --train train.csv --out runs/sst2
+      lightft report runs/sst2
     """
 
 

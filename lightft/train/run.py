@@ -3,6 +3,7 @@ evaluating and predicting with a finished run: lightft/evaluate.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 import time
@@ -27,6 +28,7 @@ from lightft.train.callbacks import DataPosition, StepBoundProgressBar, Throughp
 from lightft.train.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, RngState
 from lightft.train.distributed import build_strategy, children_see_prepared, prepared_by_parent, rank_zero_first
 from lightft.train.registry import get_task
+from lightft.train.report_files import data_record, write_extras
 
 def seed_everything(seed: int) -> None:
     L.seed_everything(seed, workers=True, verbose=False)
@@ -84,7 +86,14 @@ def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str
         ]
         if opts.progress:
             callbacks.append(StepBoundProgressBar())
-        logger = CSVLogger(save_dir=str(run_dir), name="logs", version="")
+        logger = [CSVLogger(save_dir=str(run_dir), name="logs", version="")]  # plot and report read its CSV
+        if opts.logger == "tensorboard":  # event files in RUN/logs/tensorboard, beside the CSV
+            if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+                raise LightftError("--logger tensorboard needs the tensorboard package: pip install tensorboard")
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            logger.append(TensorBoardLogger(save_dir=str(run_dir / "logs"), name="tensorboard", version="",
+                                            default_hp_metric=False))
     devices: Any = opts.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
@@ -160,7 +169,7 @@ def train(task: str, opts: Options) -> dict[str, Any]:
                 keep_earlier_log(run_dir)
             else:
                 info = {"task": task, "base_model": str(Path(base_dir).resolve()), "lightft_version": __version__,
-                        "options": opts.to_dict(), "task_state": module.task_state(), "data": dm.stats,
+                        "options": opts.to_dict(), "task_state": module.task_state(), "data": data_record(dm),
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
             write_atomic_json(run_dir / RUN_FILE, info)
     start = time.perf_counter()
@@ -188,4 +197,5 @@ def train(task: str, opts: Options) -> dict[str, Any]:
     if trainer.is_global_zero:
         save_weights(module.trainable_state_dict(), run_dir / WEIGHTS_FILE)
         write_atomic_json(run_dir / "metrics.json", metrics)
+        write_extras(run_dir, module, dm, tokenizer, trainer)
     return metrics
