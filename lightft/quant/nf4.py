@@ -138,23 +138,29 @@ class NF4Weight(nn.Module):
         self.double_quant = double_quant
         codes, absmax = quantize_blocks(weight, block_size)
         self.register_buffer("codes", codes)
+        # fp32 scales are kept as their raw bits (int32): a model-wide `.to(torch.bfloat16)`, which is
+        # what Lightning's bf16-true precision does, converts floating buffers and would round them
         if double_quant:
             scale_codes, scale, offset = quantize_scales(absmax)
             self.register_buffer("absmax_codes", scale_codes)
-            self.register_buffer("absmax_scale", scale)
-            self.register_buffer("absmax_offset", offset)
+            self.register_buffer("absmax_scale", scale.view(torch.int32))
+            self.register_buffer("absmax_offset", offset.reshape(1).view(torch.int32))
         else:
-            self.register_buffer("absmax", absmax)
+            self.register_buffer("absmax", absmax.view(torch.int32))
 
     def scales(self) -> torch.Tensor:
         """The per-block absmax values, fp32 (n_blocks,)."""
         if self.double_quant:
-            return dequantize_scales(self.absmax_codes, self.absmax_scale.float(), self.absmax_offset.float())
-        return self.absmax.float()
+            return dequantize_scales(self.absmax_codes, self.absmax_scale.view(torch.float32),
+                                     self.absmax_offset.view(torch.float32))
+        return self.absmax.view(torch.float32)
 
     def dequantize(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """The weight in `dtype` (default: the dtype it was quantised from), shape as the original."""
-        dtype = dtype or self.dtype
+        with torch.profiler.record_function("nf4.dequantize"):  # named in profiles (benchmarks/RESULTS.md)
+            return self._dequantize(dtype or self.dtype)
+
+    def _dequantize(self, dtype: torch.dtype) -> torch.Tensor:
         table = _byte_table().to(self.codes.device)
         scales = self.scales()
         half = self.block_size // 2  # bytes per block
