@@ -65,10 +65,10 @@ WORKLOADS["d32"] = {**WORKLOADS["d"], "precision": "32-true",
                     "title": "greedy generation with KV cache, SmolLM2-135M, alpaca prompts, batch 1, fp32"}
 # issue 14: QLoRA / DoRA against plain LoRA at small budgets, in fp32 compute: the 2-core CPU they were
 # measured on has AVX2 only, where a bf16 matmul runs at ~0.2 GFLOP/s against ~12 in fp32 (RESULTS.md)
-WORKLOADS["q"] = {**WORKLOADS["a"], "batch": 2, "max_length": 128, "precision": "32-true",
-                  "title": "LoRA r=8 q,v instruct tuning, SmolLM2-135M, alpaca, batch 2, max 128, fp32"}
+WORKLOADS["q"] = {**WORKLOADS["a"], "batch": 2, "max_length": 96, "precision": "32-true",
+                  "title": "LoRA r=8 q,v instruct tuning, SmolLM2-135M, alpaca, batch 2, max 96, fp32"}
 WORKLOADS["q1b"] = {**WORKLOADS["q"], "model": "random-llama", "data": "random", "group": False, "batch": 1,
-                    "title": "LoRA r=8 q,v, random TinyLlama-1.1B-shaped Llama, random tokens, batch 1 x 128, fp32"}
+                    "max_length": 32, "title": "LoRA r=8 q,v, random TinyLlama-1.1B-shaped Llama, random tokens, batch 1 x 32, fp32"}
 WORKLOADS["s"] = dict(title="LoRA r=8 q,v sequence classification, MiniLM-L6, SST-2, batch 16, max 64, fp32",
                       model="minilm", mode="lora", data="sst2", batch=16, max_length=64, precision="32-true",
                       lr=5e-4, group=True)
