@@ -20,8 +20,8 @@ from lightft.checkpoint import load_model
 from lightft.errors import LightftError
 from lightft.lora import merge_lora
 from lightft.model import KVCache, Transformer
-from lightft.quant import dequantize_linears
 from lightft.prompts import format_prompt
+from lightft.quant import dequantize_linears
 from lightft.runs import load_run
 from lightft.runs.folder import is_run_dir
 from lightft.tokenizer import Tokenizer, load_tokenizer

@@ -52,10 +52,9 @@ def runs(tmp_path_factory):
 
 
 def _merged_backbone(run):
-    from lightft.train.run import load_run_module
+    from lightft.runs import load_run
 
-    module, _ = load_run_module(str(run))
-    return merge_lora(module.backbone).eval()
+    return merge_lora(load_run(str(run)).backbone).eval()
 
 
 def _export(run, out, *extra):

@@ -194,14 +194,14 @@ def test_qlora_training_cli_eval_export(tmp_path):
     assert run["options"]["quantize"] == "nf4"
     res = runner.invoke(cli, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "merged")])
     assert res.exit_code == 0, res.output
-    from lightft.train.run import load_run_module
+    from lightft.runs import load_run
 
-    module, _ = load_run_module(str(tmp_path / "run"))
-    assert is_quantized(module.backbone)
+    run = load_run(str(tmp_path / "run"))
+    assert is_quantized(run.backbone)
     merged = load_model(tmp_path / "merged")  # full precision: dequantised base + ΔW
     ids = torch.randint(3, 60, (2, 10))
     with torch.no_grad():
-        torch.testing.assert_close(merged(ids).logits, module.backbone.eval()(ids).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(merged(ids).logits, run.backbone.eval()(ids).logits, rtol=1e-5, atol=1e-5)
 
 
 def test_nf4_with_full_is_refused(tmp_path):

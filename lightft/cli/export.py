@@ -62,7 +62,8 @@ def export_gguf(run_dir: str, out_file: str, kind: str, force: bool) -> Path:
     from lightft.errors import LightftError
     from lightft.gguf_export import check_exportable, write_gguf
     from lightft.lora import merged_state_dict
-    from lightft.train.run import is_run_dir, load_run_module, read_run
+    from lightft.runs import load_run
+    from lightft.runs.folder import is_run_dir, read_run
 
     if not is_run_dir(run_dir):
         raise LightftError(f"{run_dir}: not a run folder (no run.json); export takes the --out of `lightft train`")
@@ -71,10 +72,9 @@ def export_gguf(run_dir: str, out_file: str, kind: str, force: bool) -> Path:
         raise LightftError(f"{out}: already exists; choose another --gguf file or add --force")
     base = read_run(run_dir)["base_model"]
     check_exportable(read_model_config(base), run_dir)  # a BERT run stops here, before loading anything
-    module, info = load_run_module(run_dir)
-    backbone = module.backbone
+    backbone = load_run(run_dir).backbone
     state = hf_state_dict(backbone, state=merged_state_dict(backbone))
-    return write_gguf(backbone.cfg, state, info["base_model"], out, kind, name=Path(run_dir).name)
+    return write_gguf(backbone.cfg, state, base, out, kind, name=Path(run_dir).name)
 
 
 @click.command("export")
