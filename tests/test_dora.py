@@ -169,12 +169,15 @@ def test_qdora_equals_dora_on_the_dequantised_base(hf_folder):
     (["--dora", "--freeze", "backbone"], "error: --dora trains LoRA layers, but --freeze backbone trains the head "
                                           "only: drop one of them"),
 ])
-def test_dora_where_it_cannot_apply(tmp_path, args, message):
-    from tests.tiny_run import make_tiny_model, run_cli, write_classify_jsonl
+def test_dora_where_it_cannot_apply(tmp_path, capsys, args, message):
+    from lightft.cli.main import main
+    from tests.tiny_run import make_tiny_model, write_classify_jsonl
 
     model = make_tiny_model(tmp_path / "bert")
     data = write_classify_jsonl(tmp_path / "train.jsonl", 20)
-    res = run_cli(["train", "classify", "--model", model, "--train", data, "--out", tmp_path / "run", "--max-steps",
-                   "1", "--no-progress", *args], tmp_path / "cache")
-    assert res.returncode == 2 and res.stderr.strip() == message
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "classify", "--model", str(model), "--train", str(data), "--out", str(tmp_path / "run"),
+              "--max-steps", "1", "--no-progress", *args])
+    assert exc.value.code == 2 and capsys.readouterr().err.strip() == message
     assert not (tmp_path / "run").exists()

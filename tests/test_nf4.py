@@ -204,14 +204,17 @@ def test_qlora_training_cli_eval_export(tmp_path):
         torch.testing.assert_close(merged(ids).logits, run.backbone.eval()(ids).logits, rtol=1e-5, atol=1e-5)
 
 
-def test_nf4_with_full_is_refused(tmp_path):
-    from tests.tiny_run import run_cli
+def test_nf4_with_full_is_refused(tmp_path, capsys):
+    from lightft.cli.main import main
 
     model = tiny_decoder(tmp_path, "llama")
     data = tmp_path / "t.txt"
     data.write_text("some text\n" * 20)
-    res = run_cli(["train", "lm", "--model", model, "--train", data, "--out", tmp_path / "run", "--full",
-                   "--quantize", "nf4", *FAST], tmp_path / "cache")
-    assert res.returncode == 2 and res.stderr.strip().splitlines() == [res.stderr.strip()]
-    assert res.stderr.startswith("error: --quantize nf4 stores the frozen base in 4 bits for LoRA (QLoRA); --full")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "lm", "--model", str(model), "--train", str(data), "--out", str(tmp_path / "run"), "--full",
+              "--quantize", "nf4", *FAST])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: --quantize nf4 stores the frozen base in 4 bits for LoRA (QLoRA); --full")
     assert not (tmp_path / "run").exists()
