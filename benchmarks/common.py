@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("LIGHTFT_SHARED_DATA", ROOT.parent / "shared" / "data"))  # override: a worktree elsewhere
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

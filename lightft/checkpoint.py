@@ -7,10 +7,11 @@ with one report of missing / unexpected / mis-shaped keys; anything it cannot ex
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -104,11 +105,34 @@ def _read_tensor(f, file: Path, key: str, transform: Optional[str]) -> torch.Ten
         raise LightftError(f"{file}: tensor {key} cannot be read ({e}); the file is corrupt") from None
 
 
+def _file_tensors(file: Path, stream: bool) -> Iterator[tuple[str, Callable[[], torch.Tensor]]]:
+    """(key, read) for every tensor of a safetensors file.
+
+    Normally one memory map serves all reads (zero-copy). `stream`: each read maps the file anew and
+    copies its tensor out, so no mapping outlives the read and the pages of tensors the caller drops
+    are not kept resident.
+    """
+    with _open(file) as f:
+        keys = list(f.keys())
+        if not stream:
+            for key in keys:
+                yield key, functools.partial(f.get_tensor, key)
+            return
+
+    def read(key: str) -> torch.Tensor:
+        with _open(file) as g:
+            return g.get_tensor(key).clone()
+
+    for key in keys:
+        yield key, functools.partial(read, key)
+
+
 def load_model(
     model_dir: PathLike,
     dtype: Union[str, torch.dtype, None] = "float32",
     device: Union[str, torch.device] = "cpu",
     strict: bool = True,
+    take: Optional[Callable[[Transformer, str, torch.Tensor], bool]] = None,
 ) -> Transformer:
     """Load a Hugging Face-layout folder into lightft's `Transformer`.
 
@@ -116,6 +140,12 @@ def load_model(
     loading is deterministic; Lightning switches it to train mode for fitting.
     `strict=False` returns the model even when the report has problems (for `inspect`). Where the
     weights came from, with the report of every key, is the model's `source` (a `ModelSource`).
+
+    `take(model, name, tensor)` sees each tensor as it is read (lightft name, in `dtype`, the model
+    still on `meta`). Returning True means it took the tensor, e.g. replaced the layer that owns it by
+    a quantised one (lightft.quant), and the loader keeps nothing of it. With `take`, every tensor
+    is read through its own short-lived memory map and copied out, so the file's pages do not all
+    stay resident: a model quantised while loading never holds its full-precision weights at once.
     """
     model_dir = Path(model_dir)
     cfg = read_model_config(model_dir)
@@ -126,28 +156,35 @@ def load_model(
         model = Transformer(cfg)
     expected = {k: v for k, v in model.state_dict(keep_vars=True).items()}
     report, state, prefixes = LoadReport(), {}, set()
+    taken: set[str] = set()
     for file in files:
-        with _open(file) as f:
-            for key in f.keys():
-                mapped = family.KEY_MAP.to_lightft(key)
-                if mapped is None or mapped[0] not in expected:
-                    (report.ignored if family.KEY_MAP.is_ignored(key) else report.unexpected).append(key)
-                    continue
-                name, transform = mapped
-                if name == "lm_head.weight" and cfg.tie_embeddings:
-                    report.ignored.append(key)  # the tied head is the embedding; a saved copy adds nothing
-                    continue
-                tensor = _read_tensor(f, file, key, transform)
-                if tuple(tensor.shape) != tuple(expected[name].shape):
-                    report.mismatched.append(
-                        f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[name].shape)}")
-                    continue
-                if not name.startswith("lm_head."):  # HF keeps the head outside the base model's prefix
-                    prefixes.add(family.KEY_MAP.strip_prefix(key)[0])
-                state[name] = tensor.to(dtype=dtype) if tensor.is_floating_point() else tensor
-                report.loaded += 1
+        for key, read in _file_tensors(file, stream=take is not None):
+            mapped = family.KEY_MAP.to_lightft(key)
+            if mapped is None or mapped[0] not in expected:
+                (report.ignored if family.KEY_MAP.is_ignored(key) else report.unexpected).append(key)
+                continue
+            name, transform = mapped
+            if name == "lm_head.weight" and cfg.tie_embeddings:
+                report.ignored.append(key)  # the tied head is the embedding; a saved copy adds nothing
+                continue
+            try:
+                tensor = apply_transform(read(), transform)
+            except (SafetensorError, OSError, RuntimeError) as e:
+                raise LightftError(f"{file}: tensor {key} cannot be read ({e}); the file is corrupt") from None
+            if tuple(tensor.shape) != tuple(expected[name].shape):
+                report.mismatched.append(
+                    f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[name].shape)}")
+                continue
+            if not name.startswith("lm_head."):  # HF keeps the head outside the base model's prefix
+                prefixes.add(family.KEY_MAP.strip_prefix(key)[0])
+            tensor = tensor.to(dtype=dtype) if tensor.is_floating_point() else tensor
+            report.loaded += 1
+            if take is not None and take(model, name, tensor):
+                taken.add(name)
+            else:
+                state[name] = tensor
     for name in expected:
-        if name in state or (name == "lm_head.weight" and cfg.tie_embeddings):
+        if name in state or name in taken or (name == "lm_head.weight" and cfg.tie_embeddings):
             continue
         if name.startswith(OPTIONAL_PARAMS):
             report.initialised.append(name)

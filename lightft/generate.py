@@ -26,6 +26,7 @@ from lightft.kernels.lookup import lookup_decode
 from lightft.lora import merge_lora
 from lightft.model import KVCache, Transformer
 from lightft.prompts import format_prompt
+from lightft.quant import dequantize_linears
 from lightft.runs import load_run
 from lightft.runs.folder import is_run_dir
 from lightft.tokenizer import Tokenizer, load_tokenizer
@@ -214,8 +215,10 @@ def load_for_generation(path: str, dtype: str = "float32", chat: Optional[bool] 
     template = None
     if is_run_dir(path):
         run = load_run(path, {"kernels": kernels}, dtype=dtype)
-        # fold LoRA updates into the weights: same outputs, one matmul per layer while decoding
+        # fold LoRA updates into the weights: same outputs, one matmul per layer while decoding; a QLoRA
+        # run's NF4 layers without LoRA are dequantised too (decoding runs in full precision)
         model, tokenizer = merge_lora(run.backbone), load_tokenizer(run.base_model)
+        dequantize_linears(model)
         template = run.task_state.get("template")
     else:
         model, tokenizer = load_model(path, dtype=dtype), load_tokenizer(path)

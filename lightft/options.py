@@ -91,6 +91,9 @@ class LoraOptions(OptionGroup):
     lora_targets: str = opt("attn", "Comma list of q,k,v,o,gate,up,down or groups attn (q,k,v,o), mlp, all-linear.",
                             resume=True)
     rslora: bool = opt(False, "Scale LoRA by alpha / sqrt(r) (rsLoRA).", resume=True)
+    dora: bool = opt(False, "DoRA: also train a magnitude per output row; LoRA learns the direction.", resume=True)
+    quantize: str = opt("none", "Store the frozen base's block linears as nf4 (QLoRA) or not.", resume=True,
+                        choices=("none", "nf4"))
 
 
 @dataclass

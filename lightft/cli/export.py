@@ -1,4 +1,4 @@
-"""`lightft export RUN --out DIR`: a trained run as merged HF-layout weights or as a PEFT adapter."""
+"""`lightft export RUN --out DIR | --gguf FILE`: a trained run as merged HF-layout weights, a PEFT adapter, or GGUF."""
 
 from __future__ import annotations
 
@@ -56,20 +56,60 @@ def export_run(run_dir: str, out_dir: str, adapter: bool, dtype: str | None, for
     return out
 
 
+def export_gguf(run_dir: str, out_file: str, kind: str, force: bool) -> Path:
+    """Write the run's merged backbone (LoRA / DoRA folded in, an NF4 base dequantised) as one GGUF file."""
+    from lightft.checkpoint import hf_state_dict, read_model_config
+    from lightft.errors import LightftError
+    from lightft.gguf_export import check_exportable, write_gguf
+    from lightft.lora import merged_state_dict
+    from lightft.runs import load_run
+    from lightft.runs.folder import is_run_dir, read_run
+
+    if not is_run_dir(run_dir):
+        raise LightftError(f"{run_dir}: not a run folder (no run.json); export takes the --out of `lightft train`")
+    out = Path(out_file)
+    if out.is_dir() or (out.exists() and not force):
+        raise LightftError(f"{out}: already exists; choose another --gguf file or add --force")
+    base = read_run(run_dir)["base_model"]
+    check_exportable(read_model_config(base), run_dir)  # a BERT run stops here, before loading anything
+    backbone = load_run(run_dir).backbone
+    state = hf_state_dict(backbone, state=merged_state_dict(backbone))
+    return write_gguf(backbone.cfg, state, base, out, kind, name=Path(run_dir).name)
+
+
 @click.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder to write (HF layout or adapter).")
+@click.option("--gguf", "gguf_file", type=click.Path(dir_okay=False),
+              help="Write one GGUF file instead (llama family; for llama.cpp / Ollama).")
+@click.option("--type", "kind", type=click.Choice(["f32", "f16", "bf16", "q8_0"]),
+              help="GGUF tensor type (default f16; norms stay f32).")
 @click.option("--merged/--adapter", "merged", default=True,
               help="Merged weights in the family's HF layout (default), or the LoRA adapter alone in PEFT layout.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), help="dtype of merged weights.")
-@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
-def command(run_dir: str, out_dir: str, merged: bool, dtype: str | None, force: bool) -> None:
-    """Export a trained run: merged weights (transformers-readable) or a PEFT adapter.
+@click.option("--force", is_flag=True, help="Replace a non-empty --out / an existing --gguf file.")
+def command(run_dir: str, out_dir: str | None, gguf_file: str | None, kind: str | None, merged: bool,
+            dtype: str | None, force: bool) -> None:
+    """Export a trained run: merged weights (transformers-readable), a PEFT adapter, or a GGUF file.
+
+    A QLoRA run (--quantize nf4) exports full-precision merged weights: its base dequantised plus ΔW.
 
     \b
     Examples:
       lightft export runs/sst2 --out exports/sst2-merged --merged
       lightft export runs/alpaca --out exports/alpaca-adapter --adapter
+      lightft export runs/alpaca --gguf exports/alpaca.gguf --type q8_0
     """
-    out = export_run(run_dir, out_dir, adapter=not merged, dtype=dtype, force=force)
+    from lightft.errors import LightftError
+
+    if (out_dir is None) == (gguf_file is None):
+        raise LightftError("give exactly one of --out DIR (HF layout or adapter) and --gguf FILE")
+    if gguf_file is not None:
+        if not merged or dtype:
+            raise LightftError("--gguf writes merged weights in the --type given; drop --adapter / --dtype")
+        out = export_gguf(run_dir, gguf_file, kind or "f16", force)
+    else:
+        if kind:
+            raise LightftError("--type sets the GGUF tensor type; use it with --gguf FILE (--dtype for --out)")
+        out = export_run(run_dir, out_dir, adapter=not merged, dtype=dtype, force=force)
     click.echo(f"wrote {out}")

@@ -22,19 +22,33 @@ SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.jso
               "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja")
 
 
+ADAPTER_LEAVES = ("lora_A", "lora_B", "lora_magnitude_vector")
+
+
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state dict under lightft names with every unmerged ΔW folded in and no LoRA keys."""
+    """The model's state dict under lightft names with every unmerged ΔW folded in and no LoRA keys.
+
+    Quantised layers (QLoRA) come out in full precision: dequantised W (+ ΔW), in the dtype the
+    weights were loaded in; their 4-bit buffers (`qweight.*`) are left out.
+    """
     layers = dict(lora_layers(model))
+    quantised = {n: m for n, m in model.named_modules() if getattr(m, "qweight", None) is not None}
+    skip = tuple(f"{n}.qweight." for n in quantised)
     out = {}
-    for name, tensor in model.state_dict().items():
-        module, _, leaf = name.rpartition(".")
-        layer = layers.get(module)
-        if layer is not None:
-            if leaf in ("lora_A", "lora_B"):
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            module, _, leaf = name.rpartition(".")
+            if name.startswith(skip) or (module in layers and leaf in ADAPTER_LEAVES):
                 continue
-            if leaf == "weight" and not layer.merged:
-                tensor = (tensor.float() + layer.delta_weight().detach()).to(tensor.dtype)
-        out[name] = tensor
+            layer = layers.get(module)
+            if layer is not None and leaf == "weight" and not layer.merged:
+                tensor = layer.merged_weight().to(tensor.dtype)
+            out[name] = tensor
+        for name, module in quantised.items():  # their `weight` is None (or, merged, already written above)
+            if f"{name}.weight" not in out:
+                layer = layers.get(name)
+                weight = layer.merged_weight() if layer is not None else module.dequantized_weight(torch.float32)
+                out[f"{name}.weight"] = weight.to(module.qweight.dtype)
     return out
 
 

@@ -6,20 +6,34 @@ a run is rebuilt with exactly the adapters it was trained with.
 
 from __future__ import annotations
 
+from typing import Optional
+
+from lightft.checkpoint import load_model
 from lightft.kernels import use_kernels
 from lightft.lora import apply_lora, mark_trainable
 from lightft.model import Transformer
 from lightft.options import LoraOptions, Options
+from lightft.quant import is_quantized, quantize_linears, quantize_on_load
+
+
+def load_backbone(base_dir: str, opts: Options, dtype: Optional[str] = None) -> Transformer:
+    """The base model in --dtype (or `dtype`); with --quantize nf4 its block linears become NF4 as they
+    are read, so the full-precision weights are never all in memory at once."""
+    take = quantize_on_load() if opts.quantize == "nf4" else None
+    return load_model(base_dir, dtype=dtype or opts.dtype, take=take)
 
 
 def prepare_backbone(backbone: Transformer, opts: Options) -> Transformer:
-    """Apply LoRA or full fine-tuning, then the extra freezing options, to the backbone in place.
+    """Quantise (QLoRA, unless `load_backbone` did), apply LoRA / DoRA or full fine-tuning, then the extra
+    freezing options, to the backbone in place.
 
     It reads the adapter, lora and runtime groups of `opts` (lightft/options.py)."""
+    if opts.quantize == "nf4" and not is_quantized(backbone):
+        quantize_linears(backbone)
     if opts.lora:
         lora = LoraOptions.of(opts)
         apply_lora(backbone, lora.lora_targets, r=lora.lora_r, alpha=lora.lora_alpha, dropout=lora.lora_dropout,
-                   rslora=lora.rslora)
+                   rslora=lora.rslora, dora=lora.dora)
     mode = "head" if opts.freeze == "backbone" else ("lora" if opts.lora else "full")
     mark_trainable(backbone, mode, freeze_embeddings=opts.freeze == "embeddings")
     if opts.grad_checkpointing:

@@ -17,11 +17,11 @@ from typing import Any, Optional
 
 import torch
 
-from lightft.checkpoint import load_checked, load_model
+from lightft.checkpoint import load_checked
 from lightft.errors import LightftError
 from lightft.model import Transformer
 from lightft.options import Options
-from lightft.runs.backbone import prepare_backbone
+from lightft.runs.backbone import load_backbone, prepare_backbone
 from lightft.runs.folder import RUN_FILE, WEIGHTS_FILE, is_run_dir, read_run, read_weights
 
 BACKBONE, HEAD = "backbone.", "head."  # prefixes of the trained tensors in weights.safetensors
@@ -86,7 +86,7 @@ def load_run(run_dir: str, overrides: Optional[dict[str, Any]] = None, dtype: Op
     weights = Path(run_dir) / WEIGHTS_FILE
     if not weights.is_file():
         raise LightftError(f"{run_dir}: no {WEIGHTS_FILE}; the run did not finish (resume it with --resume)")
-    backbone = load_model(info["base_model"], dtype=dtype or opts.dtype)
+    backbone = load_backbone(info["base_model"], opts, dtype=dtype)
     torch.manual_seed(opts.seed)  # as in training: nothing random survives, every trained tensor is loaded
     prepare_backbone(backbone, opts)
     state = chain_state(run_dir, info["task"])

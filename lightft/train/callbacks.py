@@ -63,7 +63,8 @@ class Throughput(L.Callback):
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         precision = str(trainer.precision)
         dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision) or next(
-            (m.weight.dtype for m in module.modules() if isinstance(m, nn.Linear)), torch.float32)
+            (m.weight.dtype for m in module.modules() if isinstance(m, nn.Linear) and m.weight is not None),
+            torch.float32)
         self.peak_gflops = matmul_peak(dtype, seconds=self.peak_seconds, device=module.device)
 
     # --- counting -----------------------------------------------------------------------------

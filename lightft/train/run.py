@@ -14,10 +14,10 @@ import lightning as L
 import torch
 
 from lightft import __version__
-from lightft.checkpoint import load_model, write_atomic_json
+from lightft.checkpoint import write_atomic_json
 from lightft.errors import LightftError
 from lightft.options import Options
-from lightft.runs.backbone import prepare_backbone
+from lightft.runs.backbone import load_backbone, prepare_backbone
 from lightft.runs.checkpoint_file import BEST, LAST, load_checkpoint_file
 from lightft.runs.folder import (RUN_FILE, WEIGHTS_FILE, check_train_options, is_run_dir, keep_earlier_log,
                                  prepare_run_dir, read_run, save_weights)
@@ -49,7 +49,7 @@ def base_model_dir(model: Optional[str]) -> str:
 def build_module(task: str, base_dir: str, opts: Options, task_args: dict[str, Any]) -> TaskModule:
     """A task module on a freshly loaded base model: adapters set up, head freshly initialised."""
     spec = get_task(task)
-    backbone = load_model(base_dir, dtype=opts.dtype)
+    backbone = load_backbone(base_dir, opts)
     torch.manual_seed(opts.seed)  # LoRA and head initialisation are reproducible
     prepare_backbone(backbone, opts)
     return spec.module(backbone, opts, **task_args)
