@@ -7,9 +7,12 @@ from typing import Optional
 
 import click
 
+from lightft.cli.common import resolve_model, threads_option
+
 
 @click.command("generate")
-@click.option("--model", required=True, help="Model folder (HF layout / merged export) or run folder.")
+@click.option("--model", required=True, help="Model folder (HF layout / merged export), run folder, or a model "
+              "name (`lightft models`).")
 @click.option("--prompt", "prompts", multiple=True, help="Prompt text (repeat for a batch).")
 @click.option("--prompts-file", type=click.Path(dir_okay=False), help="One prompt per line.")
 @click.option("--max-new-tokens", default=128, show_default=True, type=int)
@@ -25,27 +28,23 @@ import click
               help="Wrap prompts in the chat template (default: when the model has one, or the run's template).")
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--dtype", default="float32", show_default=True)
-@click.option("--threads", default=None, type=int, help="torch CPU threads.")
+@threads_option
 @click.option("--jsonl", is_flag=True, help="Print one JSON object per prompt (prompt, text, finish_reason).")
 def command(model: str, prompts: tuple[str, ...], prompts_file: Optional[str], max_new_tokens: int,
             temperature: float, top_k: int, top_p: float, seed: Optional[int], stop: tuple[str, ...], lookahead: int,
-            chat: Optional[bool], batch_size: int, dtype: str, threads: Optional[int], jsonl: bool) -> None:
+            chat: Optional[bool], batch_size: int, dtype: str, jsonl: bool) -> None:
     """Continue PROMPT(s) with MODEL.
 
     \b
     Examples:
       lightft generate --model smollm2 --prompt "Name three primary colours."
       lightft generate --model runs/alpaca --prompt "Give two tips for sleep." --max-new-tokens 64
-      lightft generate --model gpt2 --no-chat --prompt "Once upon a time" --temperature 0.8 --top-p 0.9 --seed 1
+      lightft generate --model smollm2 --no-chat --prompt "Once upon a time" --temperature 0.8 --top-p 0.9 --seed 1
     """
-    import torch
-
     from lightft.errors import LightftError
     from lightft.generate import SamplingOptions, generate_text, load_for_generation
     from lightft.data.readers import read_text
 
-    if threads:
-        torch.set_num_threads(threads)
     texts = list(prompts)
     if prompts_file:
         texts += [line for line in read_text(prompts_file).splitlines() if line.strip()]
@@ -54,7 +53,7 @@ def command(model: str, prompts: tuple[str, ...], prompts_file: Optional[str], m
     opts = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                            seed=seed, stop=stop, lookahead=lookahead)
     opts.check()
-    lm, tokenizer, template = load_for_generation(model, dtype, chat)
+    lm, tokenizer, template = load_for_generation(resolve_model(model), dtype, chat)
     for prompt, gen in zip(texts, generate_text(lm, tokenizer, texts, opts, template, batch_size)):
         if jsonl:
             click.echo(json.dumps({"prompt": prompt, "text": gen.text, "finish_reason": gen.finish_reason,

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from lightft.cli.evaluate import EVAL_OPTIONS
+from lightft.cli.common import resolve_model
+from lightft.cli.evaluate import EVAL_OPTIONS, check_model_head
 from lightft.cli.options import option_decorators, resolve_options
 from lightft.tasks import TASKS
 
@@ -31,6 +32,8 @@ def command(task: str, model: str, data: str, output: str | None, **values) -> N
     """
     from lightft.train.run import predict
 
+    model = resolve_model(model)
+    check_model_head(task, model, untrained_head=False)
     opts = resolve_options(values, model=model)
     records = predict(task, model, data, opts)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from lightft.cli.common import resolve_model
 from lightft.cli.options import option_decorators, resolve_options
 from lightft.tasks import TASKS
 
@@ -26,6 +27,7 @@ def command(task: str, config_file: str | None, **values) -> None:
     from lightft.train.run import train
 
     opts = resolve_options(values, config_file)
+    opts.model = resolve_model(opts.model)
     metrics = train(task, opts)
     from lightning.pytorch.utilities import rank_zero_only
 

@@ -21,17 +21,13 @@ from torchmetrics import SumMetric
 
 from lightft.checkpoint import _open, weight_files
 from lightft.errors import LightftError
+from lightft.families.bert import BERT_MLM
 from lightft.model import ACTIVATIONS, Transformer
 from lightft.train.module import TaskModule
 
-# our head parameter -> BERT checkpoint key (BertForMaskedLM / BertForPreTraining layout)
-HF_HEAD_KEYS = {
-    "dense.weight": "cls.predictions.transform.dense.weight",
-    "dense.bias": "cls.predictions.transform.dense.bias",
-    "norm.weight": "cls.predictions.transform.LayerNorm.weight",
-    "norm.bias": "cls.predictions.transform.LayerNorm.bias",
-    "bias": "cls.predictions.bias",
-}
+# our head parameter -> BERT checkpoint key (BertForMaskedLM / BertForPreTraining layout; the same table
+# writes BertForMaskedLM exports)
+HF_HEAD_KEYS = {ours.removeprefix("head."): theirs for ours, theirs in BERT_MLM.items()}
 
 
 class MLMHead(nn.Module):
