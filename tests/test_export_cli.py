@@ -125,3 +125,29 @@ def test_exports_and_run_weights_follow_the_umask(lora_run, umask):
         assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~umask)
         for f in out.iterdir():
             assert oct(f.stat().st_mode & 0o777) == oct(0o666 & ~umask), f.name
+
+
+def test_eval_and_predict_refuse_a_head_they_would_not_use(lora_run, capsys):
+    """A base model has no trained classify head: refused unless --untrained-head asks for that baseline.
+    An export's trained head is named (eval / predict do not read export heads yet) rather than replaced."""
+    from lightft.cli.export import export_run
+    from lightft.cli.main import main
+
+    tmp, model, run = lora_run
+    export = export_run(str(run), str(tmp / "guarded"), adapter=False, dtype=None, force=False, say=str)
+    data = str(write_classify_jsonl(tmp / "guard.jsonl", 8, seed=5))
+
+    def last_error(args):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    line = last_error(["eval", "classify", "--model", str(model), "--data", data])
+    assert "a base model has no trained classify head" in line and "--untrained-head" in line
+    assert "not a ner one" in last_error(["eval", "ner", "--model", str(export), "--data", data])
+    for command in ("eval", "predict"):
+        line = last_error([command, "classify", "--model", str(export), "--data", data])
+        assert "an export with its trained classify head" in line and "lightft_task.json" in line
+    main(["eval", "classify", "--model", str(model), "--data", data, "--untrained-head", "--no-progress"])
+    assert 0 <= json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] <= 1

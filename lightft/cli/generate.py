@@ -1,9 +1,14 @@
-"""`lightft generate`: text from a base model, a merged export or a run folder (greedy or sampled, KV cache)."""
+"""`lightft generate`: text from a base model, a merged export or a run folder (greedy or sampled, KV cache).
+
+One prompt is streamed to stdout as its tokens come; several are printed when done. Either way a
+last line on stderr gives the new tokens and tokens/s.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Optional
+import time
+from typing import Callable, Optional
 
 import click
 
@@ -54,9 +59,47 @@ def command(model: str, prompts: tuple[str, ...], prompts_file: Optional[str], m
                            seed=seed, stop=stop, lookahead=lookahead)
     opts.check()
     lm, tokenizer, template = load_for_generation(resolve_model(model), dtype, chat)
-    for prompt, gen in zip(texts, generate_text(lm, tokenizer, texts, opts, template, batch_size)):
+    stream = Stream(tokenizer.decode, stop) if len(texts) == 1 and not jsonl else None
+    start = time.perf_counter()
+    results = generate_text(lm, tokenizer, texts, opts, template, batch_size, stream.token if stream else None)
+    seconds = time.perf_counter() - start
+    for prompt, gen in zip(texts, results):
         if jsonl:
             click.echo(json.dumps({"prompt": prompt, "text": gen.text, "finish_reason": gen.finish_reason,
                                    "new_tokens": len(gen.token_ids)}, ensure_ascii=False))
+        elif stream is not None:
+            stream.finish(gen.text)
         else:
             click.echo(gen.text)
+    new = sum(len(gen.token_ids) for gen in results)
+    click.echo(f"[generate] {new} new tokens in {seconds:.1f} s ({new / max(seconds, 1e-9):.1f} tokens/s)", err=True)
+
+
+class Stream:
+    """Prints one generation as its tokens arrive, holding back what may still change: an incomplete
+    character (a byte-level token that ends mid-UTF-8) and a tail that may be the start of a --stop string."""
+
+    def __init__(self, decode: Callable[[list[int]], str], stop: tuple[str, ...]):
+        self.decode, self.stop = decode, stop
+        self.ids: list[int] = []
+        self.shown = ""
+
+    def token(self, row: int, token: int) -> None:
+        self.ids.append(token)
+        text = self.decode(self.ids).rstrip("\ufffd")
+        cut = min([text.index(s) for s in self.stop if s in text] + [len(text)])
+        held = max([k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])] + [0])
+        self._show(text[:min(cut, len(text) - held)])
+
+    def finish(self, text: str) -> None:
+        """The final text (cut at a stop string): print what is left of it and end the line."""
+        if not self._show(text):  # decoding more tokens changed earlier text (rare): print it whole
+            click.echo(f"\n{text}", nl=False)
+        click.echo("")
+
+    def _show(self, text: str) -> bool:
+        if not text.startswith(self.shown):
+            return False
+        click.echo(text[len(self.shown):], nl=False)
+        self.shown = text
+        return True

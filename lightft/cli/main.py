@@ -71,8 +71,7 @@ def cli(verbose: bool) -> None:
       lightft train classify --model minilm --train train.csv --out runs/sst2
       lightft --verbose train classify --model minilm --train train.csv --out runs/sst2
     """
-    if not verbose:
-        quiet_libraries()
+    quiet_libraries(not verbose)
 
 
 class _DropAdverts(logging.Filter):
@@ -94,10 +93,13 @@ QUIET_WARNINGS = (
 )
 
 
-def quiet_libraries() -> None:
-    """Silence what `--verbose` shows: see QUIET_LOGGERS and QUIET_WARNINGS."""
+def quiet_libraries(quiet: bool = True) -> None:
+    """Silence what `--verbose` shows (QUIET_LOGGERS, QUIET_WARNINGS), or show it again (quiet=False)."""
     for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
+    if not quiet:
+        warnings.simplefilter("default")
+        return
     for message in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
