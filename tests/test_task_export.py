@@ -219,3 +219,32 @@ def _keys(folder):
 
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         return list(f.keys())
+
+
+@pytest.mark.slow
+def test_real_minilm_run_export_pipeline_matches_lightft_predict(tmp_path):
+    """MiniLM fine-tuned a few steps on the shipped sentiment set: the merged export in transformers'
+    text-classification pipeline gives `lightft predict`'s labels and probabilities."""
+    from conftest import minilm_dir
+    from tests.tiny_run import REPO, run_cli
+
+    minilm_dir()
+    demo = REPO / "lightft" / "demo"
+    data = tmp_path / "v.jsonl"
+    data.write_text("".join((demo / "sentiment_validation.jsonl").read_text().splitlines(True)[:16]))
+    run, out = tmp_path / "run", tmp_path / "export"
+    for args in (["train", "classify", "--model", "minilm", "--train", demo / "sentiment_train.jsonl", "--val", data,
+                  "--out", run, "--full", "--max-steps", "3", "--no-progress", "--threads", "1"],
+                 ["export", run, "--out", out, "--threads", "1"]):
+        res = run_cli(args, tmp_path / "cache", timeout=900)
+        assert res.returncode == 0, res.stderr[-2000:]
+    res = run_cli(["predict", "classify", "--model", run, "--data", data], tmp_path / "cache", timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ours = [json.loads(line) for line in res.stdout.splitlines()]
+    texts = [json.loads(line)["text"] for line in data.read_text().splitlines()]
+    theirs = transformers.pipeline("text-classification", model=str(out), top_k=None)(texts)
+    assert len(ours) == len(theirs) == 16
+    for mine, other in zip(ours, theirs):
+        scores = {r["label"]: r["score"] for r in other}
+        assert max(scores, key=scores.get) == mine["label"]
+        assert all(abs(scores[k] - v) < 1e-5 for k, v in mine["probabilities"].items())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -49,8 +50,9 @@ def command(task: str, model: str, data: str, metrics_out: str | None, untrained
     click.echo(text)
 
 
-def check_model_head(task: str, model: str, untrained_head: bool) -> None:
-    """Refuse a --model whose head would be freshly initialised, unless --untrained-head asks for it.
+def check_model_head(task: str, model: str, untrained_head: Optional[bool]) -> None:
+    """Refuse a --model whose head would be freshly initialised, unless --untrained-head asks for it
+    (None: the command has no such flag, e.g. predict).
 
     A run folder carries its trained head. An export carries one too (lightft/task_heads.py reads it),
     but evaluate / predict build their module from run folders only until the run loader reads
@@ -69,6 +71,7 @@ def check_model_head(task: str, model: str, untrained_head: bool) -> None:
         raise LightftError(f"{model}: an export with its trained {task} head, which eval / predict do not read yet; "
                            f"use the run folder it came from ('run' in {TASK_FILE})")
     if task in TRAINED_HEAD_TASKS:
+        flag = "" if untrained_head is None else (", or add --untrained-head to score a freshly initialised head "
+                                                  "as a baseline")
         raise LightftError(f"{model}: a base model has no trained {task} head; give a run folder "
-                           f"(lightft train {task} ... --out RUN), or add --untrained-head to score a freshly "
-                           "initialised head as a baseline")
+                           f"(lightft train {task} ... --out RUN){flag}")

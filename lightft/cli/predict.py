@@ -33,7 +33,7 @@ def command(task: str, model: str, data: str, output: str | None, **values) -> N
     from lightft.train.run import predict
 
     model = resolve_model(model)
-    check_model_head(task, model, untrained_head=False)
+    check_model_head(task, model, untrained_head=None)
     opts = resolve_options(values, model=model)
     records = predict(task, model, data, opts)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
