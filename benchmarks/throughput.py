@@ -231,7 +231,7 @@ class Side:
 class LightftSide(Side):
     def setup(self) -> dict[str, Any]:
         from lightft.checkpoint import load_model
-        from lightft.train.module import prepare_backbone
+        from lightft.runs.backbone import prepare_backbone
 
         spec = self.spec
         dm, opts = datamodule(spec, self.args)
@@ -255,9 +255,9 @@ class LightftSide(Side):
             self.module.to(torch.bfloat16)  # bf16-true: what Lightning does to the whole module
         self.module.to(self.device)
         self.module.train()
-        from lightft.train.optim import build_optimizer
+        from lightft.tasks.optim import build_optimizer
 
-        self.optimizer = build_optimizer(self.module, opts, 1000, head_names={"head"})["optimizer"]
+        self.optimizer = build_optimizer(self.module, opts, opts.resolved_lr(), 1000, head_names={"head"})["optimizer"]
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         if spec["data"] == "random":
             self.batches = random_batches(backbone.cfg.vocab_size, spec["batch"], spec["max_length"], 0)

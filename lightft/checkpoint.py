@@ -292,3 +292,17 @@ def write_atomic_json(path: Path, data: Any) -> None:
         json.dump(data, f, indent=2, ensure_ascii=False)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "") -> None:
+    """Load a partial state dict (e.g. a run's trained tensors): every key must exist in `module` with
+    the same shape, so weights of another model or adapter layout are an error, not silently skipped."""
+    own = module.state_dict()
+    for key, tensor in state.items():
+        if key not in own:
+            raise LightftError(f"{source}: weight {key} does not fit this model (was it trained with other "
+                               "--lora-targets or another base model?)")
+        if own[key].shape != tensor.shape:
+            raise LightftError(f"{source}: weight {key} has shape {tuple(tensor.shape)}, the model expects "
+                               f"{tuple(own[key].shape)}")
+    module.load_state_dict(state, strict=False)

@@ -18,7 +18,11 @@ import torch
 
 from lightft.checkpoint import load_model
 from lightft.errors import LightftError
+from lightft.lora import merge_lora
 from lightft.model import KVCache, Transformer
+from lightft.prompts import format_prompt
+from lightft.runs import load_run
+from lightft.runs.folder import is_run_dir
 from lightft.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -223,8 +227,6 @@ def render_prompt(tokenizer: Tokenizer, prompt: str, template: Optional[str]) ->
     """template None = the raw prompt; 'chat', 'alpaca' or a custom text = the instruction format."""
     if template is None:
         return prompt
-    from lightft.data.instruct import format_prompt
-
     return format_prompt(tokenizer, template, prompt)
 
 
@@ -260,17 +262,13 @@ def load_for_generation(path: str, dtype: str = "float32", chat: Optional[bool] 
     The template is the one an instruct run was trained with; otherwise the model's chat template
     when it has one and `chat` is not False, else None (raw text).
     """
-    from lightft.train.run import is_run_dir, load_run_module
-
     template = None
     if is_run_dir(path):
-        module, info = load_run_module(path, {"dtype": dtype, "progress": False})
-        from lightft.lora import merge_lora
-
+        run = load_run(path, dtype=dtype)
         # fold LoRA updates into the weights: same outputs, one matmul per layer while decoding
-        model, tokenizer = merge_lora(module.backbone), load_tokenizer(info["base_model"])
-        model.source = {**getattr(model, "source", {}), "path": info["base_model"]}
-        template = info.get("task_state", {}).get("template")
+        model, tokenizer = merge_lora(run.backbone), load_tokenizer(run.base_model)
+        model.source = {**getattr(model, "source", {}), "path": run.base_model}
+        template = run.task_state.get("template")
     else:
         model, tokenizer = load_model(path, dtype=dtype), load_tokenizer(path)
     from lightft.inference import pack_linears

@@ -79,12 +79,10 @@ def pack_linears(model: Transformer) -> int:
     Does nothing (returns 0) where packing does not apply. Refuses unmerged LoRA layers: their update
     would be lost.
     """
-    from lightft.lora.layer import LoRALinear
-
     weight = next((m.weight for m in model.modules() if isinstance(m, nn.Linear)), None)
     if weight is None or not packing_available(weight):
         return 0
-    if any(isinstance(m, LoRALinear) and not m.merged for m in model.modules()):
+    if any(getattr(m, "merged", True) is False for m in model.modules()):  # an adapter (LoRA) not merged
         raise ValueError("pack_linears: merge LoRA layers first (lightft.lora.merge_lora)")  # checked before any change
     count = 0
     for block in model.layers:

@@ -27,8 +27,6 @@ from lightft.families import family_for
 from lightft.families.common import TaskClass
 
 HEAD_FILE, TASK_FILE = "lightft_head.safetensors", "lightft_task.json"
-# Tasks whose head is trained from scratch: scoring them with a base model measures an untrained head.
-TRAINED_HEAD_TASKS = ("classify", "ner", "qa")
 
 
 def task_classes(hf_config: dict[str, Any]) -> dict[str, TaskClass]:
@@ -102,6 +100,7 @@ class SavedHead:
     task_state: dict[str, Any]  # e.g. label_names, pooling, head_bias (classify)
     tensors: dict[str, torch.Tensor]  # TaskModule names: head.*, and backbone.* a task class keeps outside
     source: str  # the file the tensors came from, for messages
+    options: dict[str, Any] = field(default_factory=dict)  # the run's options (lightft_task.json), if known
 
 
 def read_task_head(folder: PathLike) -> Optional[SavedHead]:
@@ -126,7 +125,8 @@ def read_task_head(folder: PathLike) -> Optional[SavedHead]:
         except Exception as e:  # safetensors has its own error type for damaged headers
             raise LightftError(f"{path / HEAD_FILE}: not a readable safetensors file "
                                f"({str(e).splitlines()[0][:120]}); re-export the run") from None
-        return SavedHead(info["task"], dict(info.get("task_state") or {}), tensors, str(path / HEAD_FILE))
+        return SavedHead(info["task"], dict(info.get("task_state") or {}), tensors, str(path / HEAD_FILE),
+                         dict(info.get("options") or {}))
     hf = read_json(path / "config.json")
     arch = (hf.get("architectures") or [None])[0]
     found = [(task, tc) for task, tc in task_classes(hf).items() if tc.architecture == arch and tc.head_keys()]
@@ -135,10 +135,8 @@ def read_task_head(folder: PathLike) -> Optional[SavedHead]:
     task, tc = found[0]
     tensors = _read_keys(path, tc)
     if info is not None and info["task"] == task:
-        state = dict(info.get("task_state") or {})
-    else:
-        state = _state_from_config(hf, task, tc, tensors, path)
-    return SavedHead(task, state, tensors, str(path))
+        return SavedHead(task, dict(info.get("task_state") or {}), tensors, str(path), dict(info.get("options") or {}))
+    return SavedHead(task, _state_from_config(hf, task, tc, tensors, path), tensors, str(path))
 
 
 def _read_keys(path: Path, tc: TaskClass) -> dict[str, torch.Tensor]:

@@ -58,11 +58,11 @@ def test_usage_errors_are_one_clean_line(capsys):
         main(["eval", "classify", "--data", "x.jsonl"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: Missing option '--model'. See 'lightft eval --help'."]
+    assert err == ["error: Missing option '--model'. See 'lightft eval classify --help'."]
     with pytest.raises(SystemExit):
         main(["train", "classify", "--lr", "fast"])
     line = capsys.readouterr().err.strip()
-    assert ".;" not in line and line.endswith("See 'lightft train --help'.") and "\n" not in line
+    assert ".;" not in line and line.endswith("See 'lightft train classify --help'.") and "\n" not in line
 
 
 @pytest.mark.parametrize("args", [["generate"], ["fewshot"], ["convert", "gguf"], ["export"], ["demo"]])

@@ -23,9 +23,9 @@ def lora_run(tmp_path_factory):
 
 
 def _lightft_hidden(run, ids):
-    from lightft.train.run import load_run_module
+    from lightft.evaluate import run_module
 
-    module, _ = load_run_module(str(run))
+    module = run_module(str(run))
     module.eval()
     with torch.no_grad():
         return module.backbone(ids).hidden_states
@@ -49,12 +49,11 @@ def test_merged_export_loads_in_transformers(lora_run):
         expected = hf(input_ids=ids).last_hidden_state
     torch.testing.assert_close(_lightft_hidden(run, ids), expected, rtol=1e-4, atol=1e-4)
 
-    from lightft.train.run import load_run_module
+    from lightft.evaluate import run_module
 
-    module, info = load_run_module(str(run))
-    module.eval()
+    module = run_module(str(run)).eval()
     clf = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
-    assert [clf.config.id2label[i] for i in range(2)] == info["task_state"]["label_names"]
+    assert [clf.config.id2label[i] for i in range(2)] == module.task_state()["label_names"]
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
     with torch.no_grad():
         torch.testing.assert_close(module(batch)["logits"], clf(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
@@ -127,15 +126,21 @@ def test_exports_and_run_weights_follow_the_umask(lora_run, umask):
             assert oct(f.stat().st_mode & 0o777) == oct(0o666 & ~umask), f.name
 
 
-def test_eval_and_predict_refuse_a_head_they_would_not_use(lora_run, capsys):
-    """A base model has no trained classify head: refused unless --untrained-head asks for that baseline.
-    An export's trained head is named (eval / predict do not read export heads yet) rather than replaced."""
+def test_eval_and_predict_of_an_export_use_its_head(lora_run, capsys):
+    """An export scores and predicts exactly as its run (its own head, never a fresh one), whether the head
+    is in transformers' class or in lightft_head.safetensors; a base model is refused unless
+    --untrained-head asks for that baseline; a head of another task is named."""
     from lightft.cli.export import export_run
     from lightft.cli.main import main
 
     tmp, model, run = lora_run
-    export = export_run(str(run), str(tmp / "guarded"), adapter=False, dtype=None, force=False, say=str)
-    data = str(write_classify_jsonl(tmp / "guard.jsonl", 8, seed=5))
+    export = export_run(str(run), str(tmp / "for-eval"), adapter=False, dtype=None, force=False, say=str)
+    adapter = export_run(str(run), str(tmp / "for-eval-adapter"), adapter=True, dtype=None, force=False, say=str)
+    data = str(write_classify_jsonl(tmp / "guard.jsonl", 12, seed=5))
+
+    def out_of(args):
+        main(args)
+        return capsys.readouterr().out
 
     def last_error(args):
         with pytest.raises(SystemExit) as e:
@@ -143,11 +148,19 @@ def test_eval_and_predict_refuse_a_head_they_would_not_use(lora_run, capsys):
         assert e.value.code == 2
         return capsys.readouterr().err.strip().splitlines()[-1]
 
-    line = last_error(["eval", "classify", "--model", str(model), "--data", data])
+    evaluate = ["eval", "classify", "--data", data, "--no-progress", "--model"]
+    of_run = json.loads(out_of([*evaluate, str(run)]))
+    of_export = json.loads(out_of([*evaluate, str(export)]))
+    assert of_export.keys() == of_run.keys()
+    assert all(abs(of_export[k] - of_run[k]) < 1e-5 for k in of_run), (of_run, of_export)
+    predictions = [out_of(["predict", "classify", "--data", data, "--model", str(m)]) for m in (run, export)]
+    assert predictions[0] == predictions[1] and len(predictions[0].splitlines()) == 12
+
+    line = last_error([*evaluate, str(model)])
     assert "a base model has no trained classify head" in line and "--untrained-head" in line
-    assert "not a ner one" in last_error(["eval", "ner", "--model", str(export), "--data", data])
-    for command in ("eval", "predict"):
-        line = last_error([command, "classify", "--model", str(export), "--data", data])
-        assert "an export with its trained classify head" in line and "lightft_task.json" in line
-    main(["eval", "classify", "--model", str(model), "--data", data, "--untrained-head", "--no-progress"])
-    assert 0 <= json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] <= 1
+    line = last_error(["predict", "classify", "--data", data, "--model", str(model)])
+    assert "a base model has no trained classify head" in line and "--untrained-head" not in line
+    assert "holds a trained classify head, not a ner one" in last_error(
+        ["eval", "ner", "--data", data, "--model", str(export)])
+    assert 0 <= json.loads(out_of([*evaluate, str(model), "--untrained-head"]))["accuracy"] <= 1
+    assert (adapter / "lightft_head.safetensors").is_file()  # an adapter keeps its head beside it

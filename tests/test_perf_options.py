@@ -7,7 +7,7 @@ import torch
 
 from tiny_decoder import tiny_llama
 from lightft.options import Options
-from lightft.train.module import prepare_backbone
+from lightft.runs.backbone import prepare_backbone
 
 
 def test_compile_wraps_every_block_and_keeps_state_dict_keys():

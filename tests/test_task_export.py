@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from lightft.cli.export import export_module
+from lightft.cli.export import export_trained
 from lightft.options import Options
 from lightft.task_heads import HEAD_FILE, TASK_FILE, read_task_head
 from tests.tiny_run import make_tiny_model
@@ -34,10 +34,11 @@ def build(tmp_path, family: str, task: str, lora: bool = True, **task_args):
     return module.eval(), base
 
 
-def export(module, base, out, **kw):
+def export(module, base, out):
     lines: list[str] = []
-    export_module(module, {"task": module.task, "base_model": str(base)}, str(out), adapter=False, dtype=None,
-                  force=False, say=lines.append, **kw)
+    head = {k.removeprefix("head."): v for k, v in module.state_dict().items() if k.startswith("head.")}
+    export_trained(module.backbone, head, module.task, module.task_state(), str(base), str(out), adapter=False,
+                   dtype=None, force=False, say=lines.append)
     return lines
 
 
@@ -181,8 +182,8 @@ def test_head_without_a_class_is_kept_in_the_lightft_head_file(tmp_path):
                                                ("bert", "qa", {}),
                                                ("bert", "classify", {"label_names": LABELS, "pooling": "cls"})])
 def test_exported_head_reads_back_into_the_same_module(tmp_path, family, task, extra):
-    """What eval / predict of an export need: backbone + read_task_head rebuild the trained module exactly."""
-    from lightft.train.run import build_module
+    """What eval / predict of an export do: its backbone + read_task_head rebuild the trained module exactly."""
+    from lightft.evaluate import export_module
 
     module, base = build(tmp_path, family, task, **extra)
     out = tmp_path / "export"
@@ -190,9 +191,7 @@ def test_exported_head_reads_back_into_the_same_module(tmp_path, family, task, e
     saved = read_task_head(out)
     assert saved is not None and saved.task == task
     assert saved.task_state == module.task_state()
-    rebuilt = build_module(task, str(out), Options(lora=False), saved.task_state)
-    rebuilt.load_trainable(saved.tensors, saved.source)
-    rebuilt.eval()
+    rebuilt = export_module(str(out), task, Options(lora=False))
     b = batch(module, 1 if family == "roberta" else 0)
     with torch.no_grad():
         for key, value in module(b).items():

@@ -34,7 +34,8 @@ def command(out: str, epochs: int, threads: int | None, progress: bool) -> None:
       lightft demo --epochs 1 --out /tmp/demo
     """
     from lightft.options import Options
-    from lightft.train.run import evaluate, train
+    from lightft.evaluate import evaluate
+    from lightft.train.run import train
 
     model = resolve_model("minilm")
     train_file, val_file = DEMO_DIR / "sentiment_train.jsonl", DEMO_DIR / "sentiment_validation.jsonl"

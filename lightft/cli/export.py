@@ -12,14 +12,17 @@ import click
 from lightft.cli.common import threads_option
 
 
-def export_module(module: Any, info: dict[str, Any], out_dir: str, adapter: bool, dtype: Optional[str],
-                  force: bool, say: Callable[[str], None] = print) -> Path:
-    """Write a trained task module (backbone + head) to `out_dir`; `info` is its run.json record.
+def export_trained(backbone: Any, head: dict[str, Any], task: str, task_state: dict[str, Any], base_model: str,
+                   out_dir: str, adapter: bool, dtype: Optional[str], force: bool,
+                   say: Callable[[str], None] = print, run: Optional[str] = None,
+                   options: Optional[dict[str, Any]] = None) -> Path:
+    """Write a trained backbone and its task head (tensors named without `head.`) to `out_dir`.
 
     Merged: the transformers task class of the head when it maps exactly (lightft/task_heads.py),
     else the plain backbone with the head in `lightft_head.safetensors` (`say` tells which, in one
     line). Adapter: the PEFT adapter, and the head in `lightft_head.safetensors`. `lightft_task.json`
-    (task, task state, base model, run) goes beside either. The folder is built in a temporary
+    (task, task state, the run's options, base model, run) goes beside either: eval / predict of the
+    export read the data as the run did. The folder is built in a temporary
     sibling and renamed, so a failure leaves no partial export.
     """
     from lightft.checkpoint import make_temp_dir, write_atomic_json, write_atomic_safetensors
@@ -31,22 +34,21 @@ def export_module(module: Any, info: dict[str, Any], out_dir: str, adapter: bool
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise LightftError(f"{out}: folder is not empty; choose another --out or add --force")
-    backbone, task, task_state = module.backbone, info["task"], module.task_state()
     if adapter and not list(lora_layers(backbone)):
-        raise LightftError(f"{info.get('run', 'the run')}: this run fine-tuned all weights (--full); "
-                           "export it with --merged")
-    head = {k: v.detach().contiguous() for k, v in module.state_dict().items() if k.startswith("head.")}
+        raise LightftError(f"{run or 'the run'}: this run fine-tuned all weights (--full); export it with --merged")
+    head = {k: v.detach().contiguous() for k, v in head.items()}
     tmp = make_temp_dir(out.parent, out.name)
     try:
         if adapter:
-            save_adapter(backbone, tmp, base_model_name_or_path=info["base_model"])
-            head_file = {k.removeprefix("head."): v for k, v in head.items()}
+            save_adapter(backbone, tmp, base_model_name_or_path=base_model)
+            head_file = head
         else:
-            tok = load_tokenizer(info["base_model"])
+            tok = load_tokenizer(base_model)
             pad_id = tok.pad_id if tok.pad_id is not None else tok.eos_id
-            state = {**{f"backbone.{k}": v for k, v in merged_state_dict(backbone).items()}, **head}
+            state = {**{f"backbone.{k}": v for k, v in merged_state_dict(backbone).items()},
+                     **{f"head.{k}": v for k, v in head.items()}}
             plan = plan_export(backbone.cfg.hf_config, task, task_state, state, pad_id)
-            save_merged(backbone, tmp, base_dir=info["base_model"], dtype=dtype, plan=plan)
+            save_merged(backbone, tmp, base_dir=base_model, dtype=dtype, plan=plan)
             head_file = plan.head_file
             if plan.unmapped:
                 say(f"[export] no transformers class for this head: {plan.unmapped}; wrote the backbone "
@@ -56,8 +58,9 @@ def export_module(module: Any, info: dict[str, Any], out_dir: str, adapter: bool
                 say(f"[export] {plan.config['architectures'][0]}: loads in transformers with its head")
         if head_file:
             write_atomic_safetensors(tmp / HEAD_FILE, head_file)
-        write_atomic_json(tmp / TASK_FILE, {"task": task, "task_state": task_state, "base_model": info["base_model"],
-                                            "run": info.get("run"), "head": HEAD_FILE if head_file else "config.json"})
+        write_atomic_json(tmp / TASK_FILE, {"task": task, "task_state": task_state, "options": options or {},
+                                            "base_model": base_model, "run": run,
+                                            "head": HEAD_FILE if head_file else "config.json"})
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)
@@ -69,18 +72,19 @@ def export_module(module: Any, info: dict[str, Any], out_dir: str, adapter: bool
 
 def export_run(run_dir: str, out_dir: str, adapter: bool, dtype: Optional[str], force: bool,
                say: Callable[[str], None] = print) -> Path:
-    """`export_module` of the module a run folder holds (base weights + trained tensors)."""
+    """`export_trained` of a run folder, rebuilt by `load_run` (base weights + trained tensors)."""
     from lightft.errors import LightftError
-    from lightft.train.run import is_run_dir, load_run_module
+    from lightft.runs import load_run
+    from lightft.runs.folder import is_run_dir
 
     if not is_run_dir(run_dir):
         raise LightftError(f"{run_dir}: not a run folder (no run.json); export takes the --out of `lightft train`")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:  # before the slow load
         raise LightftError(f"{out}: folder is not empty; choose another --out or add --force")
-    module, info = load_run_module(run_dir)
-    module.eval()
-    return export_module(module, {**info, "run": str(Path(run_dir).resolve())}, out_dir, adapter, dtype, force, say)
+    r = load_run(run_dir)
+    return export_trained(r.backbone, r.head, r.task, r.task_state, r.base_model, out_dir, adapter, dtype, force, say,
+                          run=str(Path(run_dir).resolve()), options=r.options.to_dict())
 
 
 @click.command("export")

@@ -24,7 +24,7 @@ COMMANDS = {
     "convert": ("convert", "Convert a checkpoint from another format into a Hugging Face-layout folder lightft loads."),
     "demo": ("demo", "Fine-tune MiniLM on a small shipped sentiment set and print validation accuracy before and "
                      "after."),
-    "eval": ("evaluate", "Evaluate MODEL on DATA and print one JSON object of metrics."),
+    "eval": ("evaluate", "Evaluate a run or an export on a data file."),
     "export": ("export", "Export a trained run: merged weights (transformers-readable, with the task head) or a PEFT "
                          "adapter."),
     "fewshot": ("fewshot", "Few-shot accuracy of MODEL on DATA for each number of --shots."),
@@ -33,8 +33,8 @@ COMMANDS = {
                                "files."),
     "models": ("models", "List the named models (--model minilm, --model smollm2): installed or not, folder, install "
                          "line."),
-    "predict": ("predict", "Predict with a trained run: one JSON object per input record."),
-    "train": ("train", "Fine-tune MODEL on TRAIN for TASK, writing checkpoints, logs and metrics to OUT."),
+    "predict": ("predict", "JSONL predictions of a trained run or an export."),
+    "train": ("train", "Fine-tune a model for TASK."),
 }
 
 
@@ -83,8 +83,11 @@ class _DropAdverts(logging.Filter):
 
 # Lightning's INFO lines (device banner "GPU available: ... / TPU available: ...", "Loading
 # `train_dataloader` to estimate number of stepping batches.", "`Trainer.fit` stopped: ...") say
-# nothing a lightft user acts on; its warnings stay.
-QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+# nothing a lightft user acts on; its warnings stay. They come through `rank_zero_info`, whose
+# loggers are named here: importing Lightning resets the level of its top loggers to INFO (and
+# commands import it late), never that of these.
+QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                 "lightning.fabric.utilities.rank_zero")
 # Warnings about library internals the user cannot act on (they name Lightning's own arguments or
 # torch's deprecations inside Lightning); lightft's own warnings are errors or [data]/[init] lines.
 QUIET_WARNINGS = (

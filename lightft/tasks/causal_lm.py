@@ -17,7 +17,7 @@ from torch import nn
 from torchmetrics import SumMetric
 
 from lightft.errors import LightftError
-from lightft.train.module import TaskModule
+from lightft.tasks.module import TaskModule
 
 CHUNK = 256  # labelled positions per lm_head matmul (256 x 49k vocab: 25 MB of bf16 logits)
 ROWS = 32  # rows per softmax pass: 32 x 49k fp32 = 6 MB, so the passes over a row block stay in cache

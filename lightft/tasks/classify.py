@@ -10,7 +10,8 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from lightft.train.module import LinearHead, TaskModule, pool
+from lightft.tasks.heads import LinearHead, pool
+from lightft.tasks.module import TaskModule
 
 
 class ClassificationModule(TaskModule):

@@ -23,7 +23,7 @@ from lightft.checkpoint import _open, weight_files
 from lightft.errors import LightftError
 from lightft.families.bert import BERT_MLM
 from lightft.model import ACTIVATIONS, Transformer
-from lightft.train.module import TaskModule
+from lightft.tasks.module import TaskModule
 
 # our head parameter -> BERT checkpoint key (BertForMaskedLM / BertForPreTraining layout; the same table
 # writes BertForMaskedLM exports)
