@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
@@ -258,31 +259,66 @@ def hf_state_dict(model: Transformer, prefix: Optional[str] = None,
 
 
 def save_checkpoint(model: Transformer, out_dir: PathLike, dtype: Union[str, torch.dtype, None] = None,
-                    prefix: Optional[str] = None, state: Optional[dict[str, torch.Tensor]] = None) -> None:
+                    prefix: Optional[str] = None, state: Optional[dict[str, torch.Tensor]] = None,
+                    extra: Optional[dict[str, torch.Tensor]] = None,
+                    config: Optional[dict[str, Any]] = None) -> None:
     """Write config.json + model.safetensors in the family's HF layout (atomically, via a temp file).
 
-    `state` (lightft names) is written instead of the model's own weights when given.
+    `state` (lightft names) is written instead of the model's own weights when given. `extra` are
+    tensors already under checkpoint names (a task head, see lightft/task_heads.py) and `config`
+    keys are set in config.json over the model's own (e.g. `architectures`, `id2label`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = hf_state_dict(model, prefix, state)
+    state = {**hf_state_dict(model, prefix, state), **(extra or {})}
     if dtype is not None:
         target = parse_dtype(dtype)
         state = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
-    hf = dict(model.cfg.hf_config)
+    hf = {**model.cfg.hf_config, **(config or {})}
     any_float = next((v for v in state.values() if v.is_floating_point()), None)
     if any_float is not None:
         hf["torch_dtype"] = str(any_float.dtype).replace("torch.", "")
         hf["dtype"] = hf["torch_dtype"]
     write_atomic_json(out / "config.json", hf)
-    write_atomic_safetensors(out / "model.safetensors", state, metadata={"format": "pt"})
+    write_atomic_safetensors(out / "model.safetensors", {k: v.contiguous() for k, v in state.items()},
+                             metadata={"format": "pt"})
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def public_mode(path: PathLike) -> None:
+    """Give `path` the mode a plain open() / mkdir() would: 0666 / 0777 less the umask.
+
+    safetensors writes its files 0600 and `tempfile.mkdtemp` makes 0700 folders; outputs of lightft
+    follow the user's umask like the JSON files beside them.
+    """
+    p = Path(path)
+    os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~current_umask())
+
+
+def make_temp_dir(parent: PathLike, name: str) -> Path:
+    """A fresh hidden folder beside the final `name` in `parent`, to fill and then rename into place.
+
+    Unlike a bare `tempfile.mkdtemp`, it gets the umask's mode, so the renamed folder is not private.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
+    public_mode(tmp)
+    return tmp
 
 
 def write_atomic_safetensors(path: Path, tensors: dict[str, torch.Tensor],
                              metadata: Optional[dict[str, str]] = None) -> None:
-    """safetensors written to `path.tmp`, then renamed: a reader never sees half a file."""
+    """safetensors written to `path.tmp`, then renamed: a reader never sees half a file (mode from the umask)."""
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    public_mode(tmp)
     os.replace(tmp, path)
 
 

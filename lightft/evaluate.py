@@ -1,7 +1,8 @@
-"""Evaluating and predicting with a trained run (or a base model with a fresh head, as a 'before' figure).
+"""Evaluating and predicting with a trained run, an export (or a base model with a fresh head, as a 'before' figure).
 
-The run is rebuilt without Lightning by `load_run` (lightft/runs/load.py); Lightning's Trainer then
-only runs the test / predict loops over the task module, on one device.
+The run is rebuilt without Lightning by `load_run` (lightft/runs/load.py), an export from its folder
+and the head `read_task_head` finds there (lightft/task_heads.py); Lightning's Trainer then only runs
+the test / predict loops over the task module, on one device.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from typing import Any, Optional
 
 import torch
 
+from lightft.checkpoint import load_model
 from lightft.errors import LightftError
 from lightft.options import Options, eval_overrides
 from lightft.runs import load_run
 from lightft.runs.folder import is_run_dir, read_run
+from lightft.task_heads import read_task_head
 from lightft.tasks.module import TaskModule
 from lightft.tokenizer import load_tokenizer
 from lightft.train.registry import get_task
@@ -26,13 +29,32 @@ def use_threads(opts: Options) -> None:
 
 
 def module_for(task: str, model: str, opts: Options) -> tuple[Optional[TaskModule], Any, Options]:
-    """A module for eval/predict: a trained run folder, or (None) a base model to be given a fresh head."""
+    """A module for eval/predict: a trained run folder, an export (its head), or (None) a base model to be
+    given a fresh head."""
     if not is_run_dir(model):
-        return None, load_tokenizer(model), opts
+        module = export_module(model, task, opts)
+        return module, load_tokenizer(model), module.opts if module is not None else opts
     module = run_module(model, {k: getattr(opts, k) for k in eval_overrides() if getattr(opts, k) is not None})
     if module.task != task:
         raise LightftError(f"{model}: this run was trained for task {module.task!r}, not {task!r}")
     return module, load_tokenizer(read_run(model)["base_model"]), module.opts
+
+
+def export_module(folder: str, task: str, opts: Options) -> Optional[TaskModule]:
+    """The task module of an export (or any folder holding a task head): its backbone and its own head,
+    never a fresh one, with the run's options as an export records them (else this command's).
+    None for a plain backbone (no head in the folder)."""
+    saved = read_task_head(folder)
+    if saved is None:
+        return None
+    if saved.task != task:
+        raise LightftError(f"{folder}: holds a trained {saved.task} head, not a {task} one")
+    if saved.options:
+        given = {k: getattr(opts, k) for k in eval_overrides() if getattr(opts, k) is not None}
+        opts = Options.from_dict({**saved.options, **given, "compile": False}, saved.source)
+    module = get_task(task).module(load_model(folder, dtype=opts.dtype), opts, **saved.task_state)
+    module.load_trainable(saved.tensors, saved.source)
+    return module.eval()
 
 
 def run_module(run_dir: str, overrides: Optional[dict[str, Any]] = None) -> TaskModule:

@@ -108,8 +108,12 @@ def _last_logits(model: Transformer, ids: torch.Tensor, mask: Optional[torch.Ten
 
 @torch.inference_mode()  # lighter than no_grad: no version counters or view tracking per op
 def generate_ids(model: Transformer, prompts: list[list[int]], opts: SamplingOptions, eos: set[int],
-                 pad_id: int = 0, decode: Optional[Callable[[list[int]], str]] = None) -> list[Generation]:
-    """Continue each prompt (token ids); rows are left-padded and decoded together."""
+                 pad_id: int = 0, decode: Optional[Callable[[list[int]], str]] = None,
+                 on_token: Optional[Callable[[int, int], None]] = None) -> list[Generation]:
+    """Continue each prompt (token ids); rows are left-padded and decoded together.
+
+    `on_token(row, token)` is called as each new token is accepted (not for EOS), e.g. to stream text.
+    """
     opts.check()
     cfg = model.cfg
     if model.lm_head is None or not cfg.causal:
@@ -143,6 +147,8 @@ def generate_ids(model: Transformer, prompts: list[list[int]], opts: SamplingOpt
             done[b], results[b].finish_reason = True, "eos"
             return
         results[b].token_ids.append(t)
+        if on_token is not None:
+            on_token(b, t)
         if opts.stop and decode is not None and any(s in decode(results[b].token_ids) for s in opts.stop):
             done[b], results[b].finish_reason = True, "stop"
         elif len(results[b].token_ids) == opts.max_new_tokens:
@@ -186,8 +192,12 @@ def render_prompt(tokenizer: Tokenizer, prompt: str, template: Optional[str]) ->
 
 
 def generate_text(model: Transformer, tokenizer: Tokenizer, prompts: list[str], opts: SamplingOptions,
-                  template: Optional[str] = None, batch_size: int = 8) -> list[Generation]:
-    """Generate for text prompts in batches; special tokens are skipped in the returned text."""
+                  template: Optional[str] = None, batch_size: int = 8,
+                  on_token: Optional[Callable[[int, int], None]] = None) -> list[Generation]:
+    """Generate for text prompts in batches; special tokens are skipped in the returned text.
+
+    `on_token(prompt index, token)` is called as each new token is accepted (see `generate_ids`).
+    """
     eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else (min(eos) if eos else 0)
     decode = lambda ids: tokenizer.decode(ids)  # noqa: E731
@@ -198,7 +208,8 @@ def generate_text(model: Transformer, tokenizer: Tokenizer, prompts: list[str], 
         for t in texts:
             has_bos = bool(tokenizer.bos_token) and t.startswith(tokenizer.bos_token)
             ids.append(tokenizer.encode(t, add_special_tokens=not has_bos))
-        for text, gen in zip(texts, generate_ids(model, ids, opts, eos, pad, decode)):
+        row_token = None if on_token is None else (lambda b, t, first=start: on_token(first + b, t))
+        for text, gen in zip(texts, generate_ids(model, ids, opts, eos, pad, decode, row_token)):
             gen.prompt = text
             gen.text = cut_at_stop(tokenizer.decode(gen.token_ids), opts.stop)
             out.append(gen)

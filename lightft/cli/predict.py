@@ -1,4 +1,4 @@
-"""`lightft predict TASK`: JSONL predictions of a trained run on a data file."""
+"""`lightft predict TASK`: JSONL predictions of a trained run (or an export of one) on a data file."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 
 import click
 
+from lightft.cli.common import resolve_model
+from lightft.cli.evaluate import check_model_head
 from lightft.cli.options import eval_command_options, per_task_group, resolve_options
 
 OUTPUT = {
@@ -26,11 +28,13 @@ def make_command(task: str) -> click.Command:
       lightft predict {task} --model runs/{task} --data records > predictions.jsonl
       lightft predict {task} --model runs/{task} --data records --output predictions.jsonl
     """)
-    @eval_command_options(task, "Run folder made by `lightft train`.", "Data file to predict on.", "--output",
-                          "Write JSONL here instead of stdout.")
+    @eval_command_options(task, "Run folder made by `lightft train`, or an export of one.",
+                          "Data file to predict on.", "--output", "Write JSONL here instead of stdout.")
     def command(model: str, data: str, output: str | None, **values) -> None:
         from lightft.evaluate import predict
 
+        model = resolve_model(model)
+        check_model_head(task, model, untrained_head=None)
         opts = resolve_options(values, model=model)
         records = predict(task, model, data, opts)
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
@@ -43,4 +47,4 @@ def make_command(task: str) -> click.Command:
     return command
 
 
-command = per_task_group("predict", "JSONL predictions of a trained run.", make_command)
+command = per_task_group("predict", "JSONL predictions of a trained run or an export.", make_command)

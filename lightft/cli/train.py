@@ -7,6 +7,7 @@ import json
 
 import click
 
+from lightft.cli.common import resolve_model
 from lightft.cli.options import option_decorators, per_task_group, resolve_options, task_fields
 
 EXAMPLES = {
@@ -36,6 +37,7 @@ def make_command(task: str) -> click.Command:
         from lightft.train.run import train
 
         opts = resolve_options(values, config_file)
+        opts.model = resolve_model(opts.model)
         metrics = train(task, opts)
         if rank_zero_only.rank == 0:  # one JSON line, however many processes trained
             click.echo(json.dumps(metrics))

@@ -1,7 +1,7 @@
 """Hand-written LoRA: the layer, applying it to a model, merging, and export both ways.
 
     model = load_model("path/to/model")
-    apply_lora(model, targets="q,v", r=8, alpha=16)   # only LoRA A/B now require grad
+    apply_lora(model, targets="attn", r=8, alpha=16)  # q,k,v,o as the CLI's default; only LoRA A/B require grad
     ...train...
     save_adapter(model, "out/adapter")                # PEFT layout; or save_merged(model, "out/merged")
 

@@ -92,11 +92,12 @@ def wrap_modules(model: nn.Module, paths: Sequence[str], r: int, alpha: float, d
     return list(paths)
 
 
-def apply_lora(model: nn.Module, targets: Union[str, Iterable[str]] = "q,v", r: int = 8, alpha: float = 16.0,
+def apply_lora(model: nn.Module, targets: Union[str, Iterable[str]] = "attn", r: int = 8, alpha: float = 16.0,
                dropout: float = 0.0, rslora: bool = False, dora: bool = False) -> list[str]:
     """Add LoRA to `model` (a lightft `Transformer`) in place and freeze everything else in it.
 
-    targets: generic names (see the module table), as 'q,v' or a list. Returns the wrapped module
+    targets: generic names (see the module table), as 'q,v' or a list; the default `attn` (q,k,v,o) is
+    the CLI's `--lora-targets` default. Returns the wrapped module
     paths. Applying LoRA twice is an error. Afterwards only the LoRA A/B matrices (and, with
     `dora`, the magnitude vectors: lightft/lora/dora.py) of `model` require grad; a task head kept
     outside the model is untouched (see `mark_trainable`). The targets may be quantised layers

@@ -15,7 +15,7 @@ from torch import nn
 
 from lightft.checkpoint import PathLike, save_checkpoint
 from lightft.lora.apply import lora_layers
-from lightft.model import Transformer
+from lightft.task_heads import ExportPlan
 
 # Files a tokenizer or generation needs next to the weights; copied when the base folder has them.
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
@@ -52,14 +52,22 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_merged(model: Transformer, out_dir: PathLike, base_dir: Optional[PathLike] = None,
-                dtype: Union[str, torch.dtype, None] = None) -> Path:
+def save_merged(model: nn.Module, out_dir: PathLike, base_dir: Optional[PathLike] = None,
+                dtype: Union[str, torch.dtype, None] = None, plan: Optional[ExportPlan] = None) -> Path:
     """Write config.json + model.safetensors (same keys and shapes as the input checkpoint) + tokenizer files.
 
     `base_dir` is where the tokenizer files come from; it defaults to the folder the model was loaded from.
+    `plan` (lightft/task_heads.py) adds a task head in its transformers class's layout: the class's
+    backbone prefix, its head tensors and config.json keys.
     """
     out = Path(out_dir)
-    save_checkpoint(model, out, dtype=dtype, state=merged_state_dict(model))
+    state = merged_state_dict(model)
+    if plan is None:
+        save_checkpoint(model, out, dtype=dtype, state=state)
+    else:
+        state = {k: v for k, v in state.items() if k not in plan.moved}
+        save_checkpoint(model, out, dtype=dtype, state=state, prefix=plan.prefix, extra=plan.tensors,
+                        config=plan.config)
     base = Path(base_dir) if base_dir is not None else Path(model.source.path) if model.source is not None else None
     if base is not None:
         for name in SIDE_FILES:

@@ -27,12 +27,13 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooled: Optional[to
 class LinearHead(nn.Module):
     """dropout -> linear, on pooled (B, H) or per-token (B, T, H) states; the head of classify and ner."""
 
-    def __init__(self, hidden: int, num_labels: int, dropout: float):
+    def __init__(self, hidden: int, num_labels: int, dropout: float, bias: bool = True):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden, num_labels)
+        self.out = nn.Linear(hidden, num_labels, bias=bias)
         nn.init.normal_(self.out.weight, std=0.02)  # small logits at the start, as BERT-style heads do
-        nn.init.zeros_(self.out.bias)
+        if bias:
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         return self.out(self.dropout(states))  # (..., H) -> (..., labels)

@@ -8,7 +8,7 @@ val / test, logging, the optimiser, and checkpoints that hold only what training
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import lightning as L
 import torch
