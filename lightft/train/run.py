@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
