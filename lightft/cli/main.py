@@ -25,8 +25,8 @@ COMMANDS = {
     "demo": ("demo", "Fine-tune MiniLM on a small shipped sentiment set and print validation accuracy before and "
                      "after."),
     "eval": ("evaluate", "Evaluate a run or an export on a data file."),
-    "export": ("export", "Export a trained run: merged weights (transformers-readable, with the task head) or a PEFT "
-                         "adapter."),
+    "export": ("export", "Export a trained run: merged weights (transformers-readable, with the task head), a PEFT "
+                         "adapter, or a GGUF file."),
     "fewshot": ("fewshot", "Few-shot accuracy of MODEL on DATA for each number of --shots."),
     "generate": ("generate", "Continue PROMPT(s) with MODEL."),
     "inspect": ("inspect_cmd", "Summarise a checkpoint: family, layers, hidden size, heads, vocab, parameters, dtype, "
@@ -35,8 +35,10 @@ COMMANDS = {
                          "line."),
     "predict": ("predict", "JSONL predictions of a trained run or an export."),
     "train": ("train", "Fine-tune a model for TASK."),
-    "plot": ("plot", "Draw a run's curves (loss, learning rate, tokens/s, metrics); several runs overlaid."),
-    "report": ("report", "Write RUN/report.html: options, data statistics, curves, metrics and sample predictions."),
+    "plot": ("plot", "Draw loss, learning rate, tokens/s and the task metric against steps for RUNS, overlaid."),
+    "report": ("report", "Write RUN/report.html: options, data statistics and token-length histograms, curves, final "
+                         "metrics and sample predictions, with the figures embedded (no other file is needed to view "
+                         "it)."),
 }
 
 
