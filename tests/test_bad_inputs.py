@@ -144,7 +144,7 @@ CASES = [
                             "--metrics-out", "{out}"], "was not seen in training"),
     ("eval: unfinished run", ["eval", "classify", "--model", "{d}/unfinished_run", "--data", "{val}"],
      "did not finish"),
-    ("eval: damaged run.json", ["eval", "classify", "--model", "{d}/badjson_run", "--data", "{val}"], "not valid JSON"),
+    ("eval: damaged run.json", ["eval", "classify", "--model", "{d}/badjson_run", "--data", "{val}"], "malformed JSON"),
     ("eval: damaged weights", ["eval", "classify", "--model", "{d}/badweights_run", "--data", "{val}"],
      "weights.safetensors"),
     ("eval: missing --data", ["eval", "classify", "--model", "{run}"], "--data"),
