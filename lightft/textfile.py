@@ -3,8 +3,9 @@
 Every file lightft reads as text (data, `--config`, `config.json`, `run.json`, tokenizer files,
 chat templates, prompt lists) comes through here, so the failure modes are handled once:
 missing, unreadable (permissions, a folder in its place), not UTF-8, binary (NUL bytes),
-malformed JSON, JSON nested so deeply that the parser would overflow its stack, and JSON
-strings holding a lone UTF-16 surrogate (`"\\ud800"`: valid JSON syntax, but no real character,
+malformed JSON, an object naming a key twice (the parser would keep the last one silently, as
+a CSV header naming a column twice would), JSON nested so deeply that the parser would overflow
+its stack, and JSON strings holding a lone UTF-16 surrogate (`"\\ud800"`: valid JSON syntax, but no real character,
 and no tokenizer can encode it). Each error names the file (and line) and says what to do.
 
 Lines are split on `\\n` only (a trailing `\\r` is dropped): `str.splitlines` also splits on
@@ -72,6 +73,18 @@ def split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
+class DuplicateKey(Exception):
+    """A JSON object naming a key twice (json.loads would keep the last one silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
+
+
 def parse_json(text: str, path: PathLike, line: Optional[int] = None) -> Any:
     """json.loads with one-line errors: malformed (with line and column), nested too deeply, lone surrogates.
 
@@ -79,7 +92,10 @@ def parse_json(text: str, path: PathLike, line: Optional[int] = None) -> Any:
     """
     where = f"{path}:{line}" if line is not None else str(path)
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except DuplicateKey as e:
+        raise LightftError(f"{where}: key {excerpt(e.args[0], 40)} appears twice in one object; the second would "
+                           "silently replace the first, so rename or remove one") from None
     except json.JSONDecodeError as e:
         at = where if line is not None else f"{path}:{e.lineno}"
         raise LightftError(f"{at}: malformed JSON ({e.msg} at column {e.colno})") from None

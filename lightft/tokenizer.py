@@ -137,4 +137,7 @@ def load_tokenizer(model_dir: Union[str, os.PathLike]) -> Tokenizer:
                               and t.get("name") == "default"), None)
     if chat_template is None and (path / "chat_template.jinja").exists():
         chat_template = read_text_file(path / "chat_template.jinja")
+    if chat_template is not None and not isinstance(chat_template, str):
+        raise LightftError(f"{path / 'tokenizer_config.json'}: chat_template must be a string (a Jinja template), "
+                           f"not {type(chat_template).__name__}")
     return Tokenizer(backend, tokens, chat_template, str(path), tok_cfg.get("add_bos_token"))
