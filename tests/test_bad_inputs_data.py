@@ -109,6 +109,8 @@ UNREADABLE = [
      "prompts.txt' is not readable"),
     ("chat_template.jinja", "model/chat_template.jinja", train_with(),
      "chat_template.jinja: cannot read the file (Permission denied)"),
+    ("--out in a read-only folder", "locked", [a.replace("{out}", "{d}/locked/run") for a in train_with()],
+     "locked/run: Permission denied"),
 ]
 
 
@@ -126,7 +128,8 @@ def unreadable_results(tmp_path_factory):
         (d / "c.yaml").write_text("lr: 1e-3\n", encoding="utf-8")
         (d / "prompts.txt").write_text("hello\n", encoding="utf-8")
         (d / "model" / "chat_template.jinja").write_text("{{ messages }}", encoding="utf-8")
-        os.chmod(d / target, 0)
+        (d / "locked").mkdir()
+        os.chmod(d / target, 0o555 if target == "locked" else 0)
         cases.append([a.format(d=d, model=d / "model", train=d / "train.jsonl", out=d / "out") for a in argv])
         roots.append(d)
     for (name, *_), d, result in zip(UNREADABLE, roots, run_without_root_powers(cases, roots[0] / "cache")):
@@ -136,7 +139,7 @@ def unreadable_results(tmp_path_factory):
 
 @pytest.mark.parametrize("name, expected", [(c[0], c[3]) for c in UNREADABLE], ids=[c[0] for c in UNREADABLE])
 def test_unreadable_file_is_one_line(unreadable_results, name, expected):
-    """chmod 000 on a file lightft must read: one line naming it (not a PermissionError traceback)."""
+    """chmod 000 on a file lightft must read (or 555 on the folder it must write in): one line naming it."""
     (code, err), d = unreadable_results[name]
     check_error_output(code, err, expected)
     assert not (d / "out").exists()

@@ -180,11 +180,9 @@ def test_budgeted_template_renders_like_the_plain_sandbox():
 
 
 def test_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
-    """write_atomic: the error names the file, the old content stays, no temporary file is left."""
-    import torch
-
+    """write_atomic: the error names the file, the old content stays, no temporary file is left (checkpoints:
+    tests/test_checkpointing.py)."""
     from lightft.checkpoint import write_atomic_json
-    from lightft.runs.checkpoint_file import atomic_torch_save
 
     path = tmp_path / "metrics.json"
     write_atomic_json(path, {"old": 1})
@@ -196,26 +194,21 @@ def test_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(LightftError, match=r"metrics.json: cannot write \(No space left on device\); nothing was"):
         write_atomic_json(path, {"new": 2})
     monkeypatch.undo()
-    assert json.loads(path.read_text()) == {"old": 1} and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
-    ckpt = tmp_path / "last.ckpt"
-    atomic_torch_save({"step": 1}, ckpt)
-    monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(LightftError, match=r"last.ckpt: cannot write \(No space left on device\)"):
-        atomic_torch_save({"step": 2}, ckpt)
-    monkeypatch.undo()
-    assert torch.load(ckpt, weights_only=True) == {"step": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "metrics.json"]
+    assert json.loads(path.read_text()) == {"old": 1} and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
-def test_a_really_full_disk_is_one_line(tmp_path):
+def test_a_really_full_disk_is_one_line(tmp_path, capsys):
     """The same on a 1 MiB tmpfs (needs root and mount; skipped elsewhere): safetensors reports a full disk
-    as its own error type, which must not escape as a traceback."""
+    as its own error type, which must not escape as a traceback; nor may a checkpoint that does not fit."""
     import subprocess
 
     import torch
     from safetensors.torch import load_file
 
     from lightft.checkpoint import write_atomic_safetensors
+    from lightft.cli.main import main
+    from tests.bad_cases import check_error_output
+    from tests.tiny_run import make_tiny_model, write_classify_jsonl
 
     small = tmp_path / "small"
     small.mkdir()
@@ -226,7 +219,17 @@ def test_a_really_full_disk_is_one_line(tmp_path):
         write_atomic_safetensors(small / "w.safetensors", {"a": torch.zeros(10)})
         with pytest.raises(LightftError, match=r"w.safetensors: cannot write \(.*No space left on device"):
             write_atomic_safetensors(small / "w.safetensors", {"a": torch.zeros(1_000_000)})
-        assert [p.name for p in small.iterdir()] == ["w.safetensors"]
+        assert [p.name for p in small.iterdir()] == ["w.safetensors"]  # the old file, no temporary one
         assert torch.equal(load_file(str(small / "w.safetensors"))["a"], torch.zeros(10))
+        (small / "w.safetensors").unlink()
+        free = os.statvfs(small).f_bavail * os.statvfs(small).f_frsize
+        (small / "filler").write_bytes(b"\0" * (free - 200_000))  # room for run.json and logs, not a checkpoint
+        model = make_tiny_model(tmp_path / "model")
+        data = write_classify_jsonl(tmp_path / "train.jsonl", 16)
+        with pytest.raises(SystemExit) as exit_info:  # training whose checkpoint does not fit
+            main(["train", "classify", "--model", str(model), "--train", str(data), "--out", str(small / "run"),
+                  "--full", "--max-steps", "2", "--no-progress", "--no-cache"])
+        check_error_output(exit_info.value.code, capsys.readouterr().err, "cannot write (No space left on device)")
+        assert not [p for p in small.rglob("*.tmp-*")], "temporary file left behind"
     finally:
         subprocess.run(["umount", str(small)], check=False)
