@@ -138,7 +138,7 @@ def test_real_model_configs_pass_the_checks(hf_folder):
 
 def test_hub_cache_links_are_copied_other_links_refused(tmp_path):
     """A Hugging Face hub snapshot links its files into ../../blobs; that stays inside the repository."""
-    from lightft.checkpoint import real_file_inside
+    from lightft.model_files import real_file_inside
 
     repo = tmp_path / "models--org--name"
     (repo / "blobs").mkdir(parents=True)

@@ -13,8 +13,9 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from lightft.checkpoint import PathLike, real_file_inside, save_checkpoint
+from lightft.checkpoint import PathLike, save_checkpoint
 from lightft.lora.apply import lora_layers
+from lightft.model_files import real_file_inside
 from lightft.task_heads import ExportPlan
 
 # Files a tokenizer or generation needs next to the weights; copied when the base folder has them.
