@@ -18,12 +18,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from lightft.config import ModelConfig
-from lightft.errors import LightftError
+from lightft.config import ModelConfig, check_model_config
+from lightft.errors import LightftError, excerpt
 from lightft.families import family_for
 from lightft.keymap import apply_transform
 from lightft.model import Transformer
+from lightft.model_files import inside
 from lightft.source import LoadReport, ModelSource
+from lightft.textfile import read_json_file
 
 PathLike = Union[str, os.PathLike]
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -42,32 +44,30 @@ def parse_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise LightftError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LightftError(f"{path}: not valid JSON ({e}); re-export the file") from None
+    """A JSON object file (config.json, run.json, an index); any defect is one line naming the file."""
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise LightftError(f"{path}: expected a JSON object at the top level")
     return data
 
 
 def read_model_config(model_dir: PathLike) -> ModelConfig:
-    """config.json -> ModelConfig through the family chosen by model_type/architectures."""
+    """config.json -> ModelConfig through the family chosen by model_type/architectures, checked before use."""
     path = Path(model_dir)
     if not path.is_dir():
         raise LightftError(f"{path}: model folder not found")
     cfg_path = path / "config.json"
-    if not cfg_path.is_file():
+    if not cfg_path.exists():
         raise LightftError(f"{path}: missing config.json (a Hugging Face model folder needs config.json, "
                            "model.safetensors and tokenizer.json)")
     hf = read_json(cfg_path)
     try:
-        return family_for(hf, str(cfg_path)).read_config(hf)
-    except (KeyError, TypeError) as e:
-        raise LightftError(f"{cfg_path}: malformed config ({e!r})") from None
+        cfg = family_for(hf, str(cfg_path)).read_config(hf, str(cfg_path))
+    except LightftError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise LightftError(f"{cfg_path}: malformed config ({type(e).__name__}: {e})") from None
+    return check_model_config(cfg, str(cfg_path))
 
 
 def weight_files(model_dir: PathLike) -> list[Path]:
@@ -80,7 +80,7 @@ def weight_files(model_dir: PathLike) -> list[Path]:
         weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise LightftError(f"{index}: no 'weight_map' object; re-export the sharded checkpoint")
-        shards = sorted({path / name for name in weight_map.values()})
+        shards = sorted({inside(path, name, "shard", index) for name in weight_map.values()})
         for shard in shards:
             if not shard.is_file():
                 raise LightftError(f"{index}: names shard {shard.name} which is missing from {path}")
@@ -172,6 +172,9 @@ def load_model(
                 tensor = apply_transform(read(), transform)
             except (SafetensorError, OSError, RuntimeError) as e:
                 raise LightftError(f"{file}: tensor {key} cannot be read ({e}); the file is corrupt") from None
+            if expected[name].is_floating_point() and not tensor.is_floating_point():
+                raise LightftError(f"{file}: tensor {excerpt(key, 80)} holds {str(tensor.dtype).replace('torch.', '')}"
+                                   " values; model weights must be floating point (re-export the checkpoint)")
             if tuple(tensor.shape) != tuple(expected[name].shape):
                 report.mismatched.append(
                     f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[name].shape)}")
@@ -313,21 +316,52 @@ def make_temp_dir(parent: PathLike, name: str) -> Path:
     return tmp
 
 
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` into a temporary sibling, fsync, rename onto `path`: a reader never sees half a file.
+
+    A kill at any moment leaves the old file or the new one. A full disk or a read-only folder is
+    one line naming the file; the temporary file is removed and the old file, if any, is kept.
+    """
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error type
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:160] or type(e).__name__
+        raise LightftError(f"{path}: cannot write ({reason}); nothing was replaced") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    except OSError:
+        pass
+
+
 def write_atomic_safetensors(path: Path, tensors: dict[str, torch.Tensor],
                              metadata: Optional[dict[str, str]] = None) -> None:
-    """safetensors written to `path.tmp`, then renamed: a reader never sees half a file (mode from the umask)."""
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    public_mode(tmp)
-    os.replace(tmp, path)
+    """safetensors written to `path.tmp-PID`, then renamed: a reader never sees half a file (mode from the umask)."""
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=metadata)
+        public_mode(tmp)
+
+    write_atomic(path, write)
 
 
 def write_atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+
+    write_atomic(path, write)
 
 
 def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "") -> None:

@@ -10,6 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Optional
 
+from lightft.errors import LightftError
+
+# The most parameters a config may describe (a few times the largest open models): a typo or a hostile
+# config.json stops here with one line instead of building or allocating for minutes.
+MAX_PARAMETERS = 2e12
+
 
 @dataclass
 class ModelConfig:
@@ -61,3 +67,44 @@ class ModelConfig:
         d = asdict(self)
         d.pop("hf_config")
         return d
+
+    def estimated_parameters(self) -> float:
+        """Parameters the dimensions describe (embeddings, attention, MLP; norms and biases left out)."""
+        h, q = self.hidden_size, self.num_heads * self.head_dim
+        kv = self.num_kv_heads * self.head_dim
+        mlp = (3 if self.mlp == "gated" else 2) * h * self.intermediate_size
+        per_layer = 2 * h * q + 2 * h * kv + mlp
+        positions = self.max_positions * h if self.position == "learned" else 0
+        head = self.vocab_size * h if self.lm_head and not self.tie_embeddings else 0
+        return float(self.num_layers * per_layer + self.vocab_size * h + positions + head)
+
+    def max_tokens(self) -> Optional[int]:
+        """The longest sequence the position embeddings can index (None: rotary, no table to run past)."""
+        if self.position != "learned":
+            return None
+        # RoBERTa: real tokens take positions padding_idx + 1 ... (position_offset + T must stay inside the table)
+        return self.max_positions - self.position_offset - (1 if self.padding_positions else 0)
+
+
+def check_model_config(cfg: ModelConfig, source: str = "config.json") -> ModelConfig:
+    """Refuse a config whose size is beyond reason before any module is built (see MAX_PARAMETERS)."""
+    n = cfg.estimated_parameters()
+    if n > MAX_PARAMETERS:
+        raise LightftError(f"{source}: the dimensions describe about {n:.3g} parameters (layers {cfg.num_layers}, "
+                           f"width {cfg.hidden_size}, vocab {cfg.vocab_size}); more than the {MAX_PARAMETERS:.0e} "
+                           "lightft accepts; check the config")
+    return cfg
+
+
+def check_max_length(cfg: ModelConfig, max_length: int, flag: str = "--max-length") -> None:
+    """Refuse a sequence length the model cannot position, before any work (not an IndexError mid-fit).
+
+    Learned position tables (BERT, RoBERTa, GPT-2) have a hard end. Rotary models (Llama) can compute
+    any position, but were trained up to `max_position_embeddings`; going past it is refused too,
+    since quality falls apart there (raise it in config.json, with rope scaling, to mean it).
+    """
+    limit = cfg.max_tokens() or cfg.max_positions
+    if max_length > limit:
+        kind = "position embeddings" if cfg.position == "learned" else "max_position_embeddings (rotary)"
+        raise LightftError(f"{flag} {max_length} is longer than the model can take: its {kind} allow "
+                           f"{limit} tokens; use {flag} {limit} or less")

@@ -11,7 +11,7 @@ inference-only, with the kernels asked for (`--kernels auto`: bf16 weights packe
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -29,6 +29,7 @@ from lightft.prompts import format_prompt
 from lightft.quant import dequantize_linears
 from lightft.runs import load_run
 from lightft.runs.folder import is_run_dir
+from lightft.textfile import read_json_file
 from lightft.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -46,8 +47,10 @@ class SamplingOptions:
     def check(self) -> None:
         if self.max_new_tokens < 1:
             raise LightftError("--max-new-tokens must be at least 1")
-        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise LightftError("--temperature and --top-k must be >= 0 and --top-p in (0, 1]")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):  # NaN compares false both ways
+            raise LightftError(f"--temperature must be a finite number >= 0 (0: greedy), not {self.temperature}")
+        if self.top_k < 0 or not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise LightftError("--top-k must be >= 0 and --top-p in (0, 1]")
         if self.lookahead < 0:
             raise LightftError("--lookahead must be >= 0 (0 turns prompt-lookup drafting off)")
 
@@ -74,9 +77,10 @@ def eos_ids(model: Transformer, tokenizer: Optional[Tokenizer] = None) -> set[in
     gen_cfg = Path(model.source.path) / "generation_config.json" if model.source is not None else None
     if gen_cfg is not None and gen_cfg.is_file():
         try:
-            add(json.loads(gen_cfg.read_text(encoding="utf-8")).get("eos_token_id"))
-        except json.JSONDecodeError:
-            pass  # a broken optional file only loses an extra stop id
+            cfg = read_json_file(gen_cfg)
+        except LightftError:
+            cfg = {}  # a broken optional file only loses an extra stop id
+        add(cfg.get("eos_token_id") if isinstance(cfg, dict) else None)
     if tokenizer is not None:
         add(tokenizer.eos_id)
     return ids

@@ -20,6 +20,7 @@ from typing import Any
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from lightft.errors import LightftError
+from lightft.textfile import read_json_file, read_text_file
 
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp token types
 GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -154,10 +155,9 @@ def tokenizer_metadata(folder: Path, vocab_size: int) -> dict[str, Any]:
     llama.cpp's converter does.
     """
     path = folder / "tokenizer.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise LightftError(f"{path}: cannot be read ({e}); GGUF export needs the model's tokenizer.json") from None
+    data = read_json_file(path)
+    if not isinstance(data, dict):
+        raise LightftError(f"{path}: expected a JSON object; GGUF export needs the model's tokenizer.json")
     model = data.get("model") or {}
     if model.get("type") != "BPE":
         raise LightftError(f"{path}: a {model.get('type')} tokenizer cannot be written to GGUF; lightft writes "
@@ -195,8 +195,8 @@ def tokenizer_metadata(folder: Path, vocab_size: int) -> dict[str, Any]:
     config = {}
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         if (folder / name).is_file():
-            loaded = json.loads((folder / name).read_text(encoding="utf-8"))
-            config = {**loaded, **config}  # tokenizer_config.json wins, as load_tokenizer reads them
+            loaded = read_json_file(folder / name)
+            config = {**(loaded if isinstance(loaded, dict) else {}), **config}  # tokenizer_config.json wins, as load_tokenizer reads them
     for name, key in [("bos", "bos_token_id"), ("eos", "eos_token_id"), ("unk", "unknown_token_id"),
                       ("pad", "padding_token_id")]:
         text = config.get(f"{name}_token")
@@ -212,7 +212,7 @@ def tokenizer_metadata(folder: Path, vocab_size: int) -> dict[str, Any]:
     meta["tokenizer.ggml.add_eos_token"] = bool(config.get("add_eos_token", False))
     template = config.get("chat_template")
     if template is None and (folder / "chat_template.jinja").is_file():
-        template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        template = read_text_file(folder / "chat_template.jinja")
     if isinstance(template, str):
         meta["tokenizer.chat_template"] = template
     return meta

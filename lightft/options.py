@@ -20,13 +20,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Optional, TypeVar, Union
 
 from lightft.errors import LightftError
+from lightft.safe_config import load_toml, load_yaml
+from lightft.textfile import read_text_file
 
 G = TypeVar("G", bound="OptionGroup")
 
@@ -368,25 +369,15 @@ def check_range(name: str, value: Any, source: str) -> None:
 
 
 def read_config_file(path: Union[str, os.PathLike]) -> dict[str, Any]:
-    """A YAML or TOML file of option keys. Only plain values are read (yaml.safe_load): no code, no objects."""
+    """A YAML or TOML file of option keys. Only plain values are read (lightft.safe_config): no code, no objects."""
     p = Path(path)
     if not p.is_file():
         raise LightftError(f"{p}: config file not found")
-    text = p.read_text(encoding="utf-8")
+    text = read_text_file(p, "config file")
     if p.suffix.lower() == ".toml":
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise LightftError(f"{p}: malformed TOML ({e})") from None
+        data = load_toml(text, p)
     elif p.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise LightftError(f"{p}: YAML configs need pyyaml (pip install pyyaml), or use TOML") from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise LightftError(f"{p}: malformed YAML ({str(e).splitlines()[0]})") from None
+        data = load_yaml(text, p) or {}
     else:
         raise LightftError(f"{p}: config files must end in .toml, .yaml or .yml")
     if not isinstance(data, dict):

@@ -7,14 +7,14 @@ per batch and counts over-long examples instead of cutting them silently.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from lightft.errors import LightftError
+from lightft.errors import LightftError, escape_for_terminal
+from lightft.textfile import read_json_file, read_text_file
 
 SPECIAL_NAMES = ("bos", "eos", "pad", "unk", "cls", "sep", "mask")
 
@@ -27,12 +27,9 @@ def _token_text(value: Any) -> Optional[str]:
 
 
 def _read_optional_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LightftError(f"{path}: not valid JSON ({e})") from None
+    data = read_json_file(path)
     return data if isinstance(data, dict) else {}
 
 
@@ -46,6 +43,7 @@ class Tokenizer:
         self.backend.no_truncation()
         self.tokens = tokens
         self.chat_template = chat_template
+        self._compiled_template: Any = None
         self.source = source
         self.add_bos = add_bos
         for name in SPECIAL_NAMES:
@@ -100,25 +98,16 @@ class Tokenizer:
         return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        """Render the model's Jinja chat template in a sandbox (no code from a model folder ever runs)."""
+        """Render the model's Jinja chat template in a sandbox with a time and size budget (lightft.chat_template)."""
         if not self.chat_template:
             raise LightftError(f"{self.source}: the tokenizer has no chat_template in tokenizer_config.json")
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        if self._compiled_template is None or self._compiled_template.text != self.chat_template:
+            # compiled once: instruct data renders it for every record
+            from lightft.chat_template import ChatTemplate
 
-        def raise_exception(message: str) -> None:
-            raise LightftError(f"chat template: {message}")
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = raise_exception
-        from jinja2 import TemplateError
-
-        try:
-            template = env.from_string(self.chat_template)
-            return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                   bos_token=self.bos_token or "", eos_token=self.eos_token or "")
-        except TemplateError as e:  # includes the sandbox's SecurityError: a template reaching for Python internals
-            raise LightftError(f"{self.source}: chat template refused or broken ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+            self._compiled_template = ChatTemplate(self.chat_template, self.source)
+        return self._compiled_template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                              bos_token=self.bos_token or "", eos_token=self.eos_token or "")
 
 
 def load_tokenizer(model_dir: Union[str, os.PathLike]) -> Tokenizer:
@@ -131,7 +120,7 @@ def load_tokenizer(model_dir: Union[str, os.PathLike]) -> Tokenizer:
     try:
         backend = HFTokenizer.from_file(str(tok_file))
     except Exception as e:  # tokenizers raises plain Exception subclasses
-        raise LightftError(f"{tok_file}: cannot be parsed ({str(e).splitlines()[0]})") from None
+        raise LightftError(f"{tok_file}: cannot be parsed ({escape_for_terminal(str(e), 200)})") from None
     tok_cfg = _read_optional_json(path / "tokenizer_config.json")
     special_map = _read_optional_json(path / "special_tokens_map.json")
     model_cfg = _read_optional_json(path / "config.json")
@@ -144,7 +133,11 @@ def load_tokenizer(model_dir: Union[str, os.PathLike]) -> Tokenizer:
         tokens[name] = text
     chat_template = tok_cfg.get("chat_template")
     if isinstance(chat_template, list):  # several named templates: take "default"
-        chat_template = next((t.get("template") for t in chat_template if t.get("name") == "default"), None)
-    if chat_template is None and (path / "chat_template.jinja").is_file():
-        chat_template = (path / "chat_template.jinja").read_text(encoding="utf-8")
+        chat_template = next((t.get("template") for t in chat_template if isinstance(t, dict)
+                              and t.get("name") == "default"), None)
+    if chat_template is None and (path / "chat_template.jinja").exists():
+        chat_template = read_text_file(path / "chat_template.jinja")
+    if chat_template is not None and not isinstance(chat_template, str):
+        raise LightftError(f"{path / 'tokenizer_config.json'}: chat_template must be a string (a Jinja template), "
+                           f"not {type(chat_template).__name__}")
     return Tokenizer(backend, tokens, chat_template, str(path), tok_cfg.get("add_bos_token"))

@@ -12,10 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightft.cli.main import main
-from tests.tiny_run import make_tiny_model, write_classify_jsonl
-
-BAD = Path(__file__).parent / "bad_inputs"
+from tests.bad_cases import build_env, check_case, train_with
 
 
 class Evil:
@@ -23,18 +20,9 @@ class Evil:
         return (os.system, ("echo pwned > pwned.txt",))
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """A tiny model, good data, one finished run, and damaged copies of model / run folders."""
-    d = tmp_path_factory.mktemp("bad")
-    model = make_tiny_model(d / "model")
-    write_classify_jsonl(d / "train.jsonl", 24)
-    write_classify_jsonl(d / "val.jsonl", 8, seed=1)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LIGHTFT_CACHE", str(d / "cache"))
-    main(["train", "classify", "--model", str(model), "--train", str(d / "train.jsonl"), "--val", str(d / "val.jsonl"),
-          "--out", str(d / "run"), "--full", "--max-steps", "2", "--batch-size", "8", "--no-progress"])
-    # damaged model folders
+def damaged_copies(d: Path, env: dict[str, str]) -> None:
+    """Damaged copies of the model and run folders, a folder of someone's files, a huge line."""
+    model = Path(env["model"])
     pickled = d / "pickled_model"
     shutil.copytree(model, pickled)
     (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
@@ -67,19 +55,15 @@ def env(tmp_path_factory):
     # a huge line: one 200k-word review
     (d / "huge.jsonl").write_text(json.dumps({"text": "good " * 200_000, "label": "pos"}) + "\n"
                                   + json.dumps({"text": "bad", "label": "neg"}) + "\n", encoding="utf-8")
-    yield {"model": str(model), "train": str(d / "train.jsonl"), "val": str(d / "val.jsonl"), "run": str(d / "run"),
-           "bad": str(BAD), "d": str(d)}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    d = tmp_path_factory.mktemp("bad")
+    mp.setenv("LIGHTFT_CACHE", str(d / "cache"))
+    yield build_env(d, damaged_copies)
     mp.undo()
-
-
-TRAIN = ["train", "classify", "--model", "{model}", "--train", "{train}", "--out", "{out}", "--full", "--no-progress",
-         "--max-steps", "1"]
-
-
-def train_with(*extra: str, data: str = "{train}") -> list[str]:
-    args = list(TRAIN)
-    args[args.index("{train}")] = data
-    return args + list(extra)
 
 
 # (case id, argv, words the error line must contain)
@@ -115,11 +99,11 @@ CASES = [
     ("--full with --lora-r", train_with("--lora-r", "16"), "--lora-r has no effect with --full"),
     ("--batch-size 0", train_with("--batch-size", "0"), "at least 1"),
     ("--epochs 0, no --max-steps", train_with("--epochs", "0", "--max-steps", "-1"), "nothing to train"),
-    ("--checkpoint-every 0", train_with("--checkpoint-every", "0"), "positive"),
+    ("--checkpoint-every 0", train_with("--checkpoint-every", "0"), "at least 1"),
     ("fsdp on CPU", train_with("--strategy", "fsdp", "--accelerator", "cpu", "--devices", "2"), "requires a GPU"),
     ("--devices nonsense", train_with("--devices", "lots"), "--devices lots"),
     ("--lr not a number", train_with("--lr", "fast"), "'fast' is not a valid float"),
-    ("unknown task", ["train", "sing", "--model", "{model}"], "'sing' is not"),
+    ("unknown task", ["train", "sing", "--model", "{model}"], "No such command 'sing'"),
     # model folders
     ("model folder missing", [a.replace("{model}", "{d}/nope") for a in train_with()], "model folder not found"),
     ("pickled weights only", [a.replace("{model}", "{d}/pickled_model") for a in train_with()],
@@ -144,7 +128,7 @@ CASES = [
                             "--metrics-out", "{out}"], "was not seen in training"),
     ("eval: unfinished run", ["eval", "classify", "--model", "{d}/unfinished_run", "--data", "{val}"],
      "did not finish"),
-    ("eval: damaged run.json", ["eval", "classify", "--model", "{d}/badjson_run", "--data", "{val}"], "not valid JSON"),
+    ("eval: damaged run.json", ["eval", "classify", "--model", "{d}/badjson_run", "--data", "{val}"], "malformed JSON"),
     ("eval: damaged weights", ["eval", "classify", "--model", "{d}/badweights_run", "--data", "{val}"],
      "weights.safetensors"),
     ("eval: missing --data", ["eval", "classify", "--model", "{run}"], "--data"),
@@ -169,28 +153,9 @@ CASES = [
 ]
 
 
-def snapshot(root: Path) -> dict[str, int]:
-    """Every path under `root` with its modification time (the token cache may grow: it is not output)."""
-    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if "cache" not in p.relative_to(root).parts}
-
-
 @pytest.mark.parametrize("argv, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_gives_one_line_error_and_no_output(env, tmp_path, capsys, argv, expected):
-    out = tmp_path / "out"
-    values = {**env, "out": str(out)}
-    args = [a.format(**values) for a in argv]
-    before = {k: snapshot(Path(env[k])) for k in ("run", "d")}
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code not in (0, None)
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0] == lines[-1], err[-2000:]
-    assert expected in errors[0], errors[0]
-    assert not out.exists(), "partial output left behind"
-    assert before == {k: snapshot(Path(env[k])) for k in ("run", "d")}, "an existing folder was changed"
+    check_case(env, tmp_path, capsys, argv, expected)
     assert not Path("pwned.txt").exists()
 
 

@@ -48,7 +48,7 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", dies_halfway)
-    with pytest.raises(OSError):
+    with pytest.raises(LightftError, match=r"last.ckpt: cannot write \(disk full\); nothing was replaced"):
         atomic_torch_save({"step": torch.tensor(2)}, path)
     monkeypatch.undo()
     assert int(load_checkpoint_file(path)["step"]) == 1

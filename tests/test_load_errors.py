@@ -34,7 +34,7 @@ def test_missing_config(llama_dir):
 
 def test_invalid_config_json(llama_dir):
     (llama_dir / "config.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(LightftError, match=r"config.json: not valid JSON"):
+    with pytest.raises(LightftError, match=r"config.json:1: malformed JSON"):
         load_model(llama_dir)
 
 

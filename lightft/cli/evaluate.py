@@ -7,13 +7,13 @@ A base model has no trained classify / ner / qa head: evaluating one is refused 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional
 
 import click
 
 from lightft.cli.common import resolve_model
 from lightft.cli.options import eval_command_options, per_task_group, resolve_options
+from lightft.cli.outputs import check_output_file, write_output_file
 
 # Tasks whose head is trained from scratch: scoring a base model on them measures an untrained head.
 TRAINED_HEAD_TASKS = ("classify", "ner", "qa")
@@ -36,13 +36,14 @@ def make_command(task: str) -> click.Command:
     def command(model: str, data: str, metrics_out: str | None, untrained_head: bool = False, **values) -> None:
         from lightft.evaluate import evaluate
 
+        out = check_output_file(metrics_out, "--metrics-out", (data, model))  # before any work
         model = resolve_model(model)
         check_model_head(task, model, untrained_head)
         opts = resolve_options(values, model=model)
         metrics = evaluate(task, model, data, opts)
         text = json.dumps(metrics)
-        if metrics_out:
-            Path(metrics_out).write_text(text + "\n", encoding="utf-8")
+        if out is not None:
+            write_output_file(out, text + "\n")
         click.echo(text)
 
     if task in TRAINED_HEAD_TASKS:

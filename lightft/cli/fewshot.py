@@ -7,8 +7,10 @@ from typing import Optional
 
 import click
 
-from lightft.cli.options import option_decorators
 from lightft.cli.common import resolve_model, threads_option
+from lightft.cli.options import option_decorators
+from lightft.cli.outputs import check_output_file, write_output_file
+from lightft.cli.values import POSITIVE, SEED
 
 
 @click.command("fewshot")
@@ -16,15 +18,15 @@ from lightft.cli.common import resolve_model, threads_option
 @click.option("--data", required=True, type=click.Path(dir_okay=False),
               help='JSONL of {"question","answer"[,"answers"]} or {"text","label"}.')
 @click.option("--shots", default="0,1,3,5", show_default=True, help="Comma list of demonstration counts.")
-@click.option("--seeds", default=5, show_default=True, type=int, help="Demonstration draws per k (mean ± std).")
-@click.option("--seed", default=0, show_default=True, type=int, help="First seed.")
+@click.option("--seeds", default=5, show_default=True, type=POSITIVE, help="Demonstration draws per k (mean ± std).")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="First seed.")
 @click.option("--pool", type=click.Path(dir_okay=False), help="Demonstrations from this file (default: --data).")
 @click.option("--template", default="Q: {question}\nA: {answer}",
               help='One demonstration; {question} and {answer} are filled in, \\n is a newline.  '
                    '[default: "Q: {question}\\nA: {answer}"]')
-@click.option("--limit", type=int, help="Evaluate only the first N items.")
-@click.option("--max-new-tokens", default=16, show_default=True, type=int)
-@click.option("--batch-size", default=8, show_default=True, type=int)
+@click.option("--limit", type=POSITIVE, help="Evaluate only the first N items.")
+@click.option("--max-new-tokens", default=16, show_default=True, type=POSITIVE)
+@click.option("--batch-size", default=8, show_default=True, type=POSITIVE)
 @click.option("--dtype", default="float32", show_default=True)
 @threads_option
 @option_decorators(["kernels"])
@@ -42,16 +44,19 @@ def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Opti
     from lightft.errors import LightftError
     from lightft.fewshot import run_fewshot, table
 
+    out = check_output_file(metrics_out, "--metrics-out", (data, pool, model))  # before any work
     try:
         ks = [int(k) for k in shots.split(",") if k.strip()]
     except ValueError:
-        raise LightftError(f"--shots {shots!r}: expected a comma list of integers such as 0,1,3,5") from None
+        ks = []
+    if not ks or any(k < 0 for k in ks):
+        raise LightftError(f"--shots {shots!r}: expected a comma list of numbers of demonstrations (0 or more), "
+                           "such as 0,1,3,5")
     template = template.replace("\\n", "\n")
     report = run_fewshot(resolve_model(model), data, ks, seeds, pool, template, limit, max_new_tokens, batch_size,
                          dtype, seed, kernels or "auto")
     click.echo(table(report), err=True)
     text = json.dumps(report, ensure_ascii=False)
-    if metrics_out:
-        with open(metrics_out, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+    if out is not None:
+        write_output_file(out, text + "\n")
     click.echo(text)

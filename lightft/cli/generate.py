@@ -12,8 +12,9 @@ from typing import Callable, Optional
 
 import click
 
-from lightft.cli.options import option_decorators
 from lightft.cli.common import resolve_model, threads_option
+from lightft.cli.options import option_decorators
+from lightft.cli.values import NON_NEGATIVE, POSITIVE, SEED, Bounded
 
 
 @click.command("generate")
@@ -21,18 +22,19 @@ from lightft.cli.common import resolve_model, threads_option
               "name (`lightft models`).")
 @click.option("--prompt", "prompts", multiple=True, help="Prompt text (repeat for a batch).")
 @click.option("--prompts-file", type=click.Path(dir_okay=False), help="One prompt per line.")
-@click.option("--max-new-tokens", default=128, show_default=True, type=int)
-@click.option("--temperature", default=0.0, show_default=True, type=float, help="0 = greedy.")
-@click.option("--top-k", default=0, show_default=True, type=int, help="Sample among the k likeliest (0 = off).")
-@click.option("--top-p", default=1.0, show_default=True, type=float, help="Nucleus sampling mass (1 = off).")
-@click.option("--seed", default=None, type=int, help="Seed for sampling.")
+@click.option("--max-new-tokens", default=128, show_default=True, type=POSITIVE)
+@click.option("--temperature", default=0.0, show_default=True, type=Bounded(float, 0), help="0 = greedy.")
+@click.option("--top-k", default=0, show_default=True, type=NON_NEGATIVE, help="Sample among the k likeliest (0 = off).")
+@click.option("--top-p", default=1.0, show_default=True, type=Bounded(float, 0, 1, lo_open=True),
+              help="Nucleus sampling mass (1 = off).")
+@click.option("--seed", default=None, type=SEED, help="Seed for sampling.")
 @click.option("--stop", multiple=True, help="Stop string (repeatable); the text is cut before it.")
-@click.option("--lookahead", default=4, show_default=True, type=int,
+@click.option("--lookahead", default=4, show_default=True, type=NON_NEGATIVE,
               help="Greedy, one prompt at a time, kernels on: check up to N tokens drafted from earlier text in "
                    "each pass (prompt lookup; same output, fewer passes). 0 = off.")
 @click.option("--chat/--no-chat", default=None,
               help="Wrap prompts in the chat template (default: when the model has one, or the run's template).")
-@click.option("--batch-size", default=8, show_default=True, type=int)
+@click.option("--batch-size", default=8, show_default=True, type=POSITIVE)
 @click.option("--dtype", default="float32", show_default=True)
 @threads_option
 @option_decorators(["kernels"])
@@ -51,10 +53,11 @@ def command(model: str, prompts: tuple[str, ...], prompts_file: Optional[str], m
     from lightft.errors import LightftError
     from lightft.generate import SamplingOptions, generate_text, load_for_generation
     from lightft.data.readers import read_text
+    from lightft.textfile import split_lines
 
     texts = list(prompts)
     if prompts_file:
-        texts += [line for line in read_text(prompts_file).splitlines() if line.strip()]
+        texts += [line for line in split_lines(read_text(prompts_file)) if line.strip()]
     if not texts:
         raise LightftError("give --prompt TEXT (repeatable) or --prompts-file FILE")
     opts = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,

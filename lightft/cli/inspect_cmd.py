@@ -94,7 +94,9 @@ def command(model_dir: str, as_json: bool, lora_r: int | None, lora_targets: str
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
+    from lightft.errors import escape_for_terminal
+
     for key, value in info.items():
         if key == "problems":
             value = "none" if not value else "; ".join(value)
-        click.echo(f"{key:>18}: {value}")
+        click.echo(f"{key:>18}: {escape_for_terminal(value)}")  # tensor and file names come from the folder

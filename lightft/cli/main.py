@@ -17,7 +17,7 @@ import warnings
 import click
 
 from lightft import __version__
-from lightft.errors import LightftError
+from lightft.errors import LightftError, escape_for_terminal
 
 # command name -> (module under lightft.cli that defines `command`, the command's one-line help)
 COMMANDS = {
@@ -136,6 +136,15 @@ def usage_line(e: click.UsageError) -> str:
     return f"{message}{end} See '{e.ctx.command_path} --help'."
 
 
+MESSAGE_LIMIT = 2000  # characters of one error line; messages quote data only as short excerpts
+
+
+def fail(message: str, code: int) -> None:
+    """Print `error: MESSAGE` as one escaped line on stderr (no file content reaches the terminal raw) and exit."""
+    click.echo(f"error: {escape_for_terminal(message, MESSAGE_LIMIT)}", err=True)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch"):
@@ -144,22 +153,28 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="lightft", standalone_mode=False)
         _close_process_group()
     except LightftError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        fail(str(e), 2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.UsageError as e:  # one line, like every other error
-        click.echo(f"error: {usage_line(e)}", err=True)
-        sys.exit(e.exit_code)
+        fail(usage_line(e), e.exit_code)
     except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+        fail(e.format_message(), e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:  # the machine said no (permission, disk full, read-only folder): name the file
+        fail(os_error_message(e), 1)
+
+
+def os_error_message(e: OSError) -> str:
+    """`FILE: reason` of an operating-system error (no traceback: it is about the machine, not lightft)."""
+    names = [str(n) for n in (e.filename, e.filename2) if n is not None]
+    reason = e.strerror or str(e) or type(e).__name__
+    return f"{' -> '.join(names)}: {reason}" if names else f"{type(e).__name__}: {reason}"
 
 
 if __name__ == "__main__":

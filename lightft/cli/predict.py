@@ -9,6 +9,7 @@ import click
 from lightft.cli.common import resolve_model
 from lightft.cli.evaluate import check_model_head
 from lightft.cli.options import eval_command_options, per_task_group, resolve_options
+from lightft.cli.outputs import check_output_file, write_output_file
 
 OUTPUT = {
     "classify": '{"line", "label", "probabilities"}',
@@ -33,14 +34,14 @@ def make_command(task: str) -> click.Command:
     def command(model: str, data: str, output: str | None, **values) -> None:
         from lightft.evaluate import predict
 
+        out = check_output_file(output, "--output", (data, model))  # before any work
         model = resolve_model(model)
         check_model_head(task, model, untrained_head=None)
         opts = resolve_options(values, model=model)
         records = predict(task, model, data, opts)
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        if output:
-            with open(output, "w", encoding="utf-8") as f:
-                f.write(lines)
+        if out is not None:
+            write_output_file(out, lines)
         else:
             click.echo(lines, nl=False)
 

@@ -49,6 +49,8 @@ class TaskDataModule(L.LightningDataModule):
 
     task = "base"
     length_key = "input_ids"
+    # The shortest --max-length that leaves anything to learn, and why (checked before any work).
+    min_length, min_length_why = 1, "an example needs at least one token"
     # Per-token batch keys (B, T) and the value their padding holds; input_ids hold `input_pad_id()`.
     token_pad_values = {"attention_mask": 0, "token_type_ids": 0, "position_ids": 0, "segment_ids": 0,
                         "labels": -100, "word_ids": -1}
@@ -61,6 +63,9 @@ class TaskDataModule(L.LightningDataModule):
         self.datasets: dict[str, list[Example]] = {}
         self.stats: dict[str, dict[str, Any]] = {}
         self.pad_multiple = opts.resolved_pad_multiple()  # checked here: a bad value fails before any work
+        if opts.max_length < self.min_length:
+            raise LightftError(f"--max-length {opts.max_length} is too short for {self.task}: {self.min_length_why}; "
+                               f"use at least {self.min_length}")
 
     # --- what a format implements -------------------------------------------------------------
     def build_examples(self, path: str, split: str) -> tuple[list[Example], dict[str, Any]]:

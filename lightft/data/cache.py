@@ -2,7 +2,8 @@
 
 A dataset is a list of examples; each example a dict of ints, strings or lists of ints. The cache
 stores each list field as one flat int tensor + lengths (safe to load with `weights_only=True`),
-keyed by a hash of the source files, the tokenizer and every option that changes the result.
+keyed by a hash of the source files' contents (streamed sha256), the tokenizer and every option that
+changes the result.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Union
 
 import torch
 
+from lightft.errors import LightftError
 from lightft.named_models import cache_root
 
 Example = dict[str, Any]
@@ -24,12 +26,37 @@ def cache_dir() -> Path:
     return cache_root() / "tokens"
 
 
+DIGEST_CHUNK = 1 << 20  # bytes hashed at a time: memory stays flat for a file of any size
+
+
+def file_digest(path: Union[str, os.PathLike]) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks: the data identity a cache entry and a run record.
+
+    An unreadable file is a one-line error naming it (the same the readers give).
+    """
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(DIGEST_CHUNK):
+                h.update(chunk)
+    except FileNotFoundError:
+        raise LightftError(f"{path}: file not found") from None
+    except OSError as e:
+        raise LightftError(f"{path}: cannot read the file ({e.strerror or type(e).__name__}); "
+                           "check its permissions") from None
+    return h.hexdigest()
+
+
 def fingerprint(files: Iterable[Path], options: dict[str, Any]) -> str:
-    """Hash of file identity (path, size, mtime) plus options; cheap and changes when inputs do."""
+    """Hash of the files' contents (and names: a file's place in a folder can matter) plus options.
+
+    Content, not path + size + mtime: a file rewritten with the same size within the clock's
+    resolution, or with its mtime restored (`cp -p`, `touch -r`, a git checkout), must not reuse
+    stale tokens. Hashing is streamed, and costs one read of the data per run.
+    """
     h = hashlib.sha256()
     for f in files:
-        st = Path(f).stat()
-        h.update(f"{Path(f).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        h.update(f"{Path(f).name}|{file_digest(f)}|".encode())
     h.update(json.dumps(options, sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]
 

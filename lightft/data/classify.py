@@ -1,20 +1,22 @@
 """Sequence classification data: CSV / TSV (GLUE as shipped) / JSONL / JSON with text[, pair] and label.
 
-Labels stay strings in the tokenised cache; the id mapping is made from the training split (sorted,
+Labels are strings or integers (anything else is an error naming the records) and stay strings in
+the tokenised cache; the id mapping is made from the training split (sorted,
 numerically when every label is a number) and saved in the run folder, so evaluation on another
 file uses the same ids and an unseen label is an error naming its file and line.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
 
 from lightft.data.base import LabelledDataModule, pad_sequences
 from lightft.data.cache import Example
-from lightft.data.readers import read_records, require_field
-from lightft.errors import LightftError
+from lightft.data.readers import Record, read_records, require_field
+from lightft.errors import LightftError, excerpt
 
 
 # GLUE files as shipped name their columns per task; used only when the default `text` column is absent.
@@ -28,6 +30,55 @@ def sort_labels(labels: set[str]) -> list[str]:
     return sorted(labels)
 
 
+def label_kind(value: Any) -> Optional[str]:
+    """What is wrong with a label value, or None for a string or an integer (the two kinds of class name).
+
+    Anything else would become a class of its own by its text: `1.0` next to `1`, `True`, `[1, 2]`,
+    NaN. Those are refused rather than guessed at.
+    """
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (str, int)):
+        return None
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else "a float (write 1, not 1.0, or quote it)"
+    return {list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def check_labels(path: str, records: list[Record], column: str, needed: bool) -> list[Optional[str]]:
+    """Each record's label as a stripped string (None: unlabelled); bad labels name every record that has one.
+
+    `needed` (training and validation data): a missing or null label is an error, as an empty one is.
+    Elsewhere (eval / predict files) such a record is unlabelled: never scored, counted in the report.
+    """
+    out: list[Optional[str]] = []
+    bad: list[tuple[int, Any, str]] = []
+    for line, rec in records:
+        if needed:
+            require_field(path, line, rec, column)
+        value = rec.get(column)
+        if value is None:
+            if needed:
+                bad.append((line, value, "null (every training and validation record needs a label)"))
+            out.append(None)
+            continue
+        kind = label_kind(value)
+        if kind is not None:
+            bad.append((line, value, kind))
+            out.append(None)
+            continue
+        text = str(value).strip()
+        if not text and needed:
+            raise LightftError(f"{path}:{line}: empty label in column {column!r}")
+        out.append(text or None)
+    if bad:
+        line, value, kind = bad[0]
+        lines = ", ".join(str(b[0]) for b in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        raise LightftError(f"{path}:{line}: label {excerpt(value, 40)} is {kind}; labels must be strings or "
+                           f"integers (bad labels on line{'s' if len(bad) > 1 else ''} {lines}; {len(bad)} in all)")
+    return out
+
+
 class ClassificationDataModule(LabelledDataModule):
     task = "classify"
 
@@ -36,23 +87,21 @@ class ClassificationDataModule(LabelledDataModule):
         examples, stats = [], {"records": 0}
         records = read_records(path, o.format)
         text_col, pair_col = self.columns(records[0][1])
-        for line, rec in records:
+        labels = check_labels(path, records, o.label_column, needed=split in ("train", "val"))
+        for (line, rec), label in zip(records, labels):
             stats["records"] += 1
             text = require_field(path, line, rec, text_col)
             pair = require_field(path, line, rec, pair_col) if pair_col else None
             if not isinstance(text, str) or (pair is not None and not isinstance(pair, str)):
                 raise LightftError(f"{path}:{line}: text fields must be strings")
-            label = rec.get(o.label_column)
-            if split == "train":
-                require_field(path, line, rec, o.label_column)
-                if not str(label).strip():
-                    raise LightftError(f"{path}:{line}: empty label in column {o.label_column!r}")
+            if label is None:
+                stats["unlabelled"] = stats.get("unlabelled", 0) + 1
             enc = tok.encode_with_offsets(text, pair)
             keep = self.handle_overlong(path, line, enc.ids, stats)
             if keep is None:
                 continue
             ex: Example = {"input_ids": enc.ids[:keep], "token_type_ids": enc.type_ids[:keep],
-                           "label": "" if label is None else str(label).strip(), "line": line}
+                           "label": label or "", "line": line}
             if keep < len(enc.ids) and tok.sep_id is not None and ex["input_ids"][-1] != tok.sep_id and enc.ids[-1] == tok.sep_id:
                 ex["input_ids"][-1] = tok.sep_id  # keep the closing [SEP] an encoder expects
             examples.append(ex)

@@ -17,7 +17,7 @@ from lightft.data.cache import Example
 from lightft.data.lm import LMDataModule, eos_id_of
 from lightft.data.packing import causal_example
 from lightft.data.readers import read_records, require_field
-from lightft.errors import LightftError
+from lightft.errors import LightftError, escape_for_terminal
 from lightft.prompts import prompt_for, resolve_template, user_text
 from lightft.tokenizer import Tokenizer
 
@@ -164,7 +164,7 @@ class InstructDataModule(LMDataModule):
                 segments = self.segments(path, line, rec)
             except EmptyResponse as e:
                 stats["empty_response"] = stats.get("empty_response", 0) + 1
-                print(f"[data] {e}", file=sys.stderr)
+                print(f"[data] {escape_for_terminal(e, 300)}", file=sys.stderr)
                 continue
             ids, labels = self.tokens(segments)
             keep = self.handle_overlong(path, line, ids, stats)

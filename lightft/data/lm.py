@@ -17,6 +17,7 @@ from lightft.data.cache import Example
 from lightft.data.packing import collate_causal, pack_rows
 from lightft.data.readers import detect_format, iter_jsonl, read_text, require_field
 from lightft.errors import LightftError
+from lightft.textfile import split_lines
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
@@ -31,6 +32,7 @@ def eos_id_of(tokenizer: Any) -> int:
 class LMDataModule(TaskDataModule):
     task = "lm"
     split_long = True  # documents continue across rows
+    min_length, min_length_why = 2, "a row of one token has no next token to predict (perplexity would read 1.0)"
 
     def source_files(self, path: str) -> list[Path]:
         p = Path(path)
@@ -57,7 +59,7 @@ class LMDataModule(TaskDataModule):
                                f"got format {fmt!r}")
         text = read_text(file)
         if self.opts.doc_per_line:
-            return [(n, t) for n, t in enumerate(text.splitlines(), start=1)]
+            return [(n, t) for n, t in enumerate(split_lines(text), start=1)]
         return [(1, text)]
 
     def build_examples(self, path: str, split: str) -> tuple[list[Example], dict[str, Any]]:

@@ -19,6 +19,7 @@ import torch
 from lightft.data.base import TaskDataModule, attention_mask_for, pad_sequences
 from lightft.data.cache import Example
 from lightft.data.readers import iter_jsonl, read_text
+from lightft.textfile import split_lines
 from lightft.errors import LightftError
 
 
@@ -33,7 +34,7 @@ def read_documents(path: Path, text_field: str) -> list[tuple[int, str]]:
         return [(n, t) for n, t in docs if t.strip()]
     if path.suffix.lower() not in (".txt", ".text", ""):
         raise LightftError(f"{path}: mlm reads .txt (one document per line) or .jsonl {{\"text\"}} files")
-    return [(n, t) for n, t in enumerate(read_text(path).splitlines(), start=1) if t.strip()]
+    return [(n, t) for n, t in enumerate(split_lines(read_text(path)), start=1) if t.strip()]
 
 
 def choose_positions(candidates: list[int], word_ids: Optional[list[int]], probability: float,
@@ -76,6 +77,7 @@ def mask_block(ids: list[int], word_ids: Optional[list[int]], special: set[int],
 
 class MLMDataModule(TaskDataModule):
     task = "mlm"
+    min_length, min_length_why = 3, "a block is [CLS] text [SEP], so 2 tokens leave no room for text"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -21,6 +21,7 @@ import torch
 from lightft.data.base import LabelledDataModule, pad_sequences
 from lightft.data.cache import Example
 from lightft.data.readers import iter_jsonl, read_text, require_field
+from lightft.textfile import split_lines
 from lightft.errors import LightftError
 
 Sentence = tuple[int, list[str], Optional[list[str]], int]  # (first line, words, tags or None, line step)
@@ -39,7 +40,7 @@ def iter_conll(path: str) -> Iterator[Sentence]:
     words: list[str] = []
     tags: list[str] = []
     start = 0
-    for n, raw in enumerate(text.splitlines(), start=1):
+    for n, raw in enumerate(split_lines(text), start=1):
         parts = raw.split()
         if not parts or parts[0] == "-DOCSTART-":
             if words:

@@ -21,16 +21,14 @@ import torch
 from lightft.data.base import TaskDataModule, pad_sequences
 from lightft.data.cache import Example
 from lightft.data.readers import read_text
-from lightft.errors import LightftError
+from lightft.errors import LightftError, escape_for_terminal, excerpt
 from lightft.question_ids import question_groups
+from lightft.textfile import parse_json
 
 
 def read_squad(path: str, need_answers: bool) -> list[dict[str, Any]]:
     """Flat list of {id, question, context, answers: [(text, start)]}; any defect names the question id."""
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise LightftError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    data = parse_json(read_text(path), path)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise LightftError(f"{path}: expected SQuAD JSON: {{\"data\": [{{\"paragraphs\": [...]}}]}} at the top level")
     out = []
@@ -42,6 +40,8 @@ def read_squad(path: str, need_answers: bool) -> list[dict[str, Any]]:
             where = f"{path}: data[{a}].paragraphs[{p}]"
             if not isinstance(para, dict) or "qas" not in para:
                 raise LightftError(f"{where}: missing field 'qas'")
+            if not isinstance(para["qas"], list):
+                raise LightftError(f"{where}: 'qas' must be a list of questions, not {excerpt(para['qas'], 40)}")
             for n, qa in enumerate(para["qas"]):
                 out.append(_check_question(where, n, para, qa, need_answers))
     return out
@@ -51,7 +51,7 @@ def _check_question(where: str, n: int, para: dict[str, Any], qa: Any, need_answ
     if not isinstance(qa, dict) or "id" not in qa:
         raise LightftError(f"{where}.qas[{n}]: missing field 'id'")
     qid = str(qa["id"])
-    at = f"{where}: question {qid}"
+    at = f"{where}: question {escape_for_terminal(qid, 80)}"
     context = para.get("context")
     if not isinstance(context, str):
         raise LightftError(f"{at}: missing field 'context' in its paragraph")
@@ -70,13 +70,13 @@ def _check_question(where: str, n: int, para: dict[str, Any], qa: Any, need_answ
     spans = []
     for ans in answers:
         if not isinstance(ans, dict) or not isinstance(ans.get("text"), str) or not isinstance(ans.get("answer_start"), int):
-            raise LightftError(f"{at}: each answer needs 'text' (string) and 'answer_start' (integer); got {ans!r}")
+            raise LightftError(f"{at}: each answer needs 'text' (string) and 'answer_start' (integer); got {excerpt(ans)}")
         text, start = ans["text"], ans["answer_start"]
         if not text.strip():
             raise LightftError(f"{at}: empty answer text")
         if context[start : start + len(text)] != text:
-            raise LightftError(f"{at}: answer_start {start} does not match the answer text {text!r} "
-                               f"(context there reads {context[max(0, start):start + len(text)]!r})")
+            raise LightftError(f"{at}: answer_start {start} does not match the answer text {excerpt(text)} "
+                               f"(context there reads {excerpt(context[max(0, start):start + len(text)])})")
         spans.append((text, start))
     return {"id": qid, "question": question, "context": context, "answers": spans}
 
@@ -128,7 +128,7 @@ class QADataModule(TaskDataModule):
                 text, a_start = rec["answers"][0]  # the first answer trains; all of them score
                 gold = char_span_to_tokens(starts, ends, a_start, a_start + len(text))
                 if gold is None:
-                    raise LightftError(f"{path}: question {rec['id']}: answer {text!r} covers no context token")
+                    raise LightftError(f"{path}: question {rec['id']}: answer {excerpt(text)} covers no context token")
             win_starts = window_starts(len(ctx.ids), room, o.doc_stride)
             stats["split_contexts"] += len(win_starts) > 1
             golds = json.dumps([t for t, _ in rec["answers"]], ensure_ascii=False)

@@ -7,33 +7,22 @@ a bad record. Nothing here knows about tokenizers or tasks.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from lightft.errors import LightftError
+from lightft.errors import LightftError, escape_for_terminal, excerpt
+from lightft.textfile import parse_json, read_text_file, split_lines
 
 PathLike = Union[str, os.PathLike]
 Record = tuple[int, dict[str, Any]]
 
 
 def read_text(path: PathLike) -> str:
-    """The whole file as UTF-8 text; a missing, empty-named or binary file is a one-line error."""
-    p = Path(path)
-    if not p.is_file():
-        raise LightftError(f"{p}: file not found")
-    data = p.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise LightftError(f"{p}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-                           "re-save the file as UTF-8") from None
-    if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise LightftError(f"{p}:{line}: NUL byte found — this looks like a binary file, not text")
-    return text
+    """The whole file as UTF-8 text; a missing, unreadable or binary file is a one-line error."""
+    return read_text_file(path)
 
 
 def detect_format(path: PathLike, fmt: Optional[str] = None) -> str:
@@ -48,27 +37,20 @@ def detect_format(path: PathLike, fmt: Optional[str] = None) -> str:
 
 
 def iter_jsonl(path: PathLike) -> Iterator[Record]:
-    text = read_text(path)
-    for n, line in enumerate(text.splitlines(), start=1):
+    """One JSON object per line. Lines end at `\n` only: U+2028 / U+0085 inside a string are text."""
+    for n, line in enumerate(split_lines(read_text(path)), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LightftError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno}); "
-                               "each line must be one JSON object") from None
+        obj = parse_json(line, path, n)
         if not isinstance(obj, dict):
-            raise LightftError(f"{path}:{n}: expected a JSON object, found {type(obj).__name__}")
+            raise LightftError(f"{path}:{n}: expected a JSON object, found {type(obj).__name__}; "
+                               "each line must be one JSON object")
         yield n, obj
 
 
 def iter_json_list(path: PathLike) -> Iterator[Record]:
     """A JSON file holding a list of objects (Alpaca style); 'line' is the 1-based item index."""
-    text = read_text(path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise LightftError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    data = parse_json(read_text(path), path)
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -79,27 +61,58 @@ def iter_json_list(path: PathLike) -> Iterator[Record]:
         yield n, obj
 
 
+def check_header(path: PathLike, header: list[str]) -> None:
+    """A header naming a column twice would let the last column silently replace the first."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if name in seen:
+            raise LightftError(f"{path}:1: column {excerpt(name)} appears twice in the header (columns {seen[name]} "
+                               f"and {i}); rename one of them")
+        seen[name] = i
+
+
 def iter_delimited(path: PathLike, delimiter: str) -> Iterator[Record]:
-    """CSV/TSV with a header row. TSV is read without quote handling (GLUE files contain bare quotes)."""
-    text = read_text(path)
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(text.splitlines(), delimiter=delimiter, quoting=quoting)
+    """CSV/TSV with a header row; records carry the line they start on.
+
+    CSV follows RFC 4180 strictly: a field in quotes may hold the delimiter, `""` and line breaks
+    (kept as line breaks in the text, which tokenizers read as whitespace, so no words are glued;
+    how many records span lines is reported, since an unintended one means a stray quote). A quote
+    that is never closed, or text after a closing quote, is an error naming the line the record
+    starts on. TSV is read without quote handling (GLUE files contain bare quotes).
+    """
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    quoting = csv.QUOTE_NONE if kind == "TSV" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    start, multiline = 1, []
     try:
-        header = next(reader)
-    except StopIteration:
-        return
-    header = [h.strip() for h in header]
-    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [h.strip() for h in header]
+        check_header(path, header)
+        start = reader.line_num + 1
         for row in reader:
-            n = reader.line_num
+            first, last, start = start, reader.line_num, reader.line_num + 1
             if not row or all(not c.strip() for c in row):
                 continue
+            span = f" (a quoted field runs from line {first} to {last}: is a closing quote missing?)" \
+                if last > first else "; quote fields that contain the delimiter"
             if len(row) != len(header):
-                raise LightftError(f"{path}:{n}: {len(row)} fields, but the header has {len(header)} "
-                                   f"({', '.join(header)}); quote fields that contain the delimiter")
-            yield n, dict(zip(header, row))
+                raise LightftError(f"{path}:{first}: {len(row)} fields, but the header has {len(header)} "
+                                   f"({escape_for_terminal(', '.join(header), 120)}){span}")
+            if last > first:
+                multiline.append(first)
+            yield first, dict(zip(header, row))
     except csv.Error as e:
-        raise LightftError(f"{path}:{reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({e})") from None
+        reason = str(e)
+        if "unexpected end of data" in reason or "field larger than field limit" in reason:
+            reason = f"a quote opened in the record starting on line {start} is never closed; close it, or write a " \
+                     "quote inside a quoted field as \"\""
+        raise LightftError(f"{path}:{start}: malformed {kind} ({reason})") from None
+    if multiline:
+        print(f"[data] {path}: {len(multiline)} records span several lines through quoted line breaks (first at line "
+              f"{multiline[0]}); the breaks are kept as whitespace — if that is unexpected, look for a stray quote",
+              file=sys.stderr)
 
 
 def iter_records(path: PathLike, fmt: Optional[str] = None) -> Iterator[Record]:
@@ -124,6 +137,7 @@ def read_records(path: PathLike, fmt: Optional[str] = None) -> list[Record]:
 def require_field(path: PathLike, line: int, record: dict[str, Any], key: str) -> Any:
     """record[key], or an error naming file, line, the missing key and the keys that are there."""
     if key not in record:
-        raise LightftError(f"{path}:{line}: missing field {key!r}; found fields: {', '.join(map(str, record)) or 'none'}"
+        raise LightftError(f"{path}:{line}: missing field {key!r}; found fields: "
+                           f"{escape_for_terminal(', '.join(map(str, record)), 120) if record else 'none'}"
                            " (column names are configurable, e.g. --text-column)")
     return record[key]

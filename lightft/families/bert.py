@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from lightft.config import ModelConfig
-from lightft.errors import LightftError
-from lightft.families.common import TaskClass, activation_name, head_key_patterns, require
+from lightft.errors import LightftError, excerpt
+from lightft.families.common import (LIMITS, TaskClass, activation_name, dim, divides, dropout, head_key_patterns,
+                                     integer, number)
 from lightft.keymap import KeyMap
 
 MODEL_TYPES = ("bert", "roberta")
@@ -80,42 +81,47 @@ KEY_MAP = KeyMap(
 )
 
 
-def read_config(hf: dict[str, Any]) -> ModelConfig:
+def read_config(hf: dict[str, Any], source: str = "config.json") -> ModelConfig:
     is_roberta = hf.get("model_type") == "roberta"
-    pad = hf.get("pad_token_id", 1 if is_roberta else 0)
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise LightftError(
-            f"config.json: position_embedding_type {hf['position_embedding_type']!r} is not supported; "
+            f"{source}: position_embedding_type {excerpt(hf['position_embedding_type'], 40)} is not supported; "
             "supported: 'absolute'"
         )
-    hidden = require(hf, "hidden_size")
+    vocab = dim(hf, "vocab_size", "vocab", source=source)
+    hidden = dim(hf, "hidden_size", "width", source=source)
+    heads = dim(hf, "num_attention_heads", "heads", source=source)
+    divides(("num_attention_heads", heads), ("hidden_size", hidden), source)
+    max_positions = dim(hf, "max_position_embeddings", "positions", 512, source)
+    # RoBERTa counts positions from padding_idx + 1, so its pad id is a position offset too
+    pad = integer(hf, "pad_token_id", 1, 0, max_positions - 2, source) if is_roberta else hf.get("pad_token_id", 0)
     return ModelConfig(
         family="bert",
-        vocab_size=require(hf, "vocab_size"),
+        vocab_size=vocab,
         hidden_size=hidden,
-        num_layers=require(hf, "num_hidden_layers"),
-        num_heads=require(hf, "num_attention_heads"),
-        intermediate_size=hf.get("intermediate_size", 4 * hidden),
+        num_layers=dim(hf, "num_hidden_layers", "layers", source=source),
+        num_heads=heads,
+        intermediate_size=dim(hf, "intermediate_size", "intermediate", 4 * hidden, source),
         causal=False,
         norm="layernorm",
-        norm_eps=hf.get("layer_norm_eps", 1e-12),
+        norm_eps=number(hf, "layer_norm_eps", 1e-12, lo_open=True, source=source),
         pre_norm=False,
         embed_norm=True,
         final_norm=False,
         position="learned",
-        max_positions=hf.get("max_position_embeddings", 512),
+        max_positions=max_positions,
         position_offset=pad if is_roberta else 0,
         padding_positions=is_roberta,
-        type_vocab_size=hf.get("type_vocab_size", 2),
+        type_vocab_size=integer(hf, "type_vocab_size", 2, 0, LIMITS["types"], source),
         mlp="plain",
-        activation=activation_name(hf.get("hidden_act", "gelu")),
+        activation=activation_name(hf.get("hidden_act", "gelu"), source),
         qkv_bias=True,
         out_bias=True,
         mlp_bias=True,
         pooler=True,
         lm_head=False,
-        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
-        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        hidden_dropout=dropout(hf, "hidden_dropout_prob", 0.1, source),
+        attention_dropout=dropout(hf, "attention_probs_dropout_prob", 0.1, source),
         pad_token_id=pad,
         bos_token_id=hf.get("bos_token_id"),
         eos_token_id=hf.get("eos_token_id"),

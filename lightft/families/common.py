@@ -1,12 +1,28 @@
-"""Helpers shared by the family modules: config readers and the task classes they export as."""
+"""Helpers shared by the family modules: typed, range-checked reads of config.json keys, and the task
+classes a family exports as.
+
+A config.json is input like any data file: a dimension of 0, -4, 32.0 or "32", a dropout of 5, or a
+layer count of 100000000 must stop with one line naming the key before any module is built (a
+zero width divides by zero, a huge layer count builds modules for minutes). The limits are far
+beyond any real checkpoint (the largest open models have ~130 layers and widths of ~16k) and exist
+to turn a typo or a hostile file into a message instead of a hang.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from lightft.errors import LightftError
+from lightft.errors import LightftError, excerpt
+
+_MISSING = object()
+
+# Upper bounds "within reason" per kind of dimension (see the module docstring).
+LIMITS = {"layers": 1024, "width": 131_072, "intermediate": 1_048_576, "heads": 4096, "vocab": 4_194_304,
+          "positions": 16_777_216, "types": 1024}
+MAX_PARAMETERS = 2e12  # the whole model, estimated from its dimensions
 
 
 def require(hf: dict[str, Any], key: str, source: str = "config.json") -> Any:
@@ -16,7 +32,54 @@ def require(hf: dict[str, Any], key: str, source: str = "config.json") -> Any:
     return hf[key]
 
 
-def activation_name(hf_act: str, source: str = "config.json") -> str:
+def integer(hf: dict[str, Any], key: str, default: Any = _MISSING, lo: int = 1, hi: Optional[int] = None,
+            source: str = "config.json") -> int:
+    """hf[key] as a whole number in [lo, hi]; missing -> `default` (required when there is none)."""
+    value = hf.get(key)
+    if value is None:
+        if default is _MISSING:
+            return require(hf, key, source)
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LightftError(f"{source}: {key} must be a whole number, not {excerpt(value, 40)}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"at least {lo}" if hi is None else f"between {lo} and {hi:,}"
+        raise LightftError(f"{source}: {key} = {value} is out of range; it must be {bound}")
+    return value
+
+
+def number(hf: dict[str, Any], key: str, default: float, lo: float = 0.0, hi: float = math.inf,
+           hi_open: bool = False, lo_open: bool = False, source: str = "config.json") -> float:
+    """hf[key] as a finite number in the given range (e.g. dropout in [0, 1), eps > 0)."""
+    value = hf.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise LightftError(f"{source}: {key} must be a finite number, not {excerpt(value, 40)}")
+    if value < lo or (lo_open and value == lo) or value > hi or (hi_open and value == hi):
+        left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+        raise LightftError(f"{source}: {key} = {value} is out of range; it must be in {left}{lo:g}, {hi:g}{right}")
+    return float(value)
+
+
+def dropout(hf: dict[str, Any], key: str, default: float, source: str = "config.json") -> float:
+    """A dropout probability: in [0, 1) (1 would zero every activation)."""
+    return number(hf, key, default, 0.0, 1.0, hi_open=True, source=source)
+
+
+def dim(hf: dict[str, Any], key: str, kind: str, default: Any = _MISSING, source: str = "config.json") -> int:
+    """A model dimension: a whole number from 1 up to the limit of its kind (see LIMITS)."""
+    return integer(hf, key, default, 1, LIMITS[kind], source)
+
+
+def divides(part: tuple[str, int], whole: tuple[str, int], source: str = "config.json") -> None:
+    """`whole` must split evenly into `part` pieces (width into heads, heads into kv groups)."""
+    (pk, p), (wk, w) = part, whole
+    if w % p:
+        raise LightftError(f"{source}: {wk} = {w} is not divisible by {pk} = {p}; every head needs the same width")
+
+
+def activation_name(hf_act: Any, source: str = "config.json") -> str:
     """Map Hugging Face activation names onto the four the core implements."""
     table = {
         "gelu": "gelu",
@@ -28,8 +91,9 @@ def activation_name(hf_act: str, source: str = "config.json") -> str:
         "swish": "silu",
         "relu": "relu",
     }
-    if hf_act not in table:
-        raise LightftError(f"{source}: activation {hf_act!r} is not supported; supported: {', '.join(table)}")
+    if not isinstance(hf_act, str) or hf_act not in table:
+        raise LightftError(f"{source}: activation {excerpt(hf_act, 40)} is not supported; "
+                           f"supported: {', '.join(table)}")
     return table[hf_act]
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from lightft.config import ModelConfig
 from lightft.errors import LightftError
-from lightft.families.common import TaskClass, activation_name, drops_lm_head, head_key_patterns, require
+from lightft.families.common import (TaskClass, activation_name, dim, divides, drops_lm_head, dropout,
+                                     head_key_patterns, number)
 from lightft.keymap import KeyMap
 
 MODEL_TYPES = ("gpt2",)
@@ -54,37 +55,39 @@ KEY_MAP = KeyMap(
 )
 
 
-def read_config(hf: dict[str, Any]) -> ModelConfig:
+def read_config(hf: dict[str, Any], source: str = "config.json") -> ModelConfig:
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
         if hf.get(flag):
-            raise LightftError(f"config.json: GPT-2 option {flag}=true is not supported; set it to false")
+            raise LightftError(f"{source}: GPT-2 option {flag}=true is not supported; set it to false")
     if hf.get("scale_attn_weights") is False:
-        raise LightftError("config.json: GPT-2 option scale_attn_weights=false is not supported")
-    hidden = require(hf, "n_embd")
+        raise LightftError(f"{source}: GPT-2 option scale_attn_weights=false is not supported")
+    hidden = dim(hf, "n_embd", "width", source=source)
+    heads = dim(hf, "n_head", "heads", source=source)
+    divides(("n_head", heads), ("n_embd", hidden), source)
     return ModelConfig(
         family="gpt2",
-        vocab_size=require(hf, "vocab_size"),
+        vocab_size=dim(hf, "vocab_size", "vocab", source=source),
         hidden_size=hidden,
-        num_layers=require(hf, "n_layer"),
-        num_heads=require(hf, "n_head"),
-        intermediate_size=hf.get("n_inner") or 4 * hidden,
+        num_layers=dim(hf, "n_layer", "layers", source=source),
+        num_heads=heads,
+        intermediate_size=dim(hf, "n_inner", "intermediate", 4 * hidden, source),
         causal=True,
         norm="layernorm",
-        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        norm_eps=number(hf, "layer_norm_epsilon", 1e-5, lo_open=True, source=source),
         pre_norm=True,
         final_norm=True,
         position="learned",
-        max_positions=hf.get("n_positions", 1024),
+        max_positions=dim(hf, "n_positions", "positions", 1024, source),
         mlp="plain",
-        activation=activation_name(hf.get("activation_function", "gelu_new")),
+        activation=activation_name(hf.get("activation_function", "gelu_new"), source),
         qkv_bias=True,
         out_bias=True,
         mlp_bias=True,
         fused_qkv=True,
         lm_head=not drops_lm_head(hf, TASK_CLASSES),
         tie_embeddings=hf.get("tie_word_embeddings", True),
-        hidden_dropout=hf.get("resid_pdrop", 0.1),
-        attention_dropout=hf.get("attn_pdrop", 0.1),
+        hidden_dropout=dropout(hf, "resid_pdrop", 0.1, source),
+        attention_dropout=dropout(hf, "attn_pdrop", 0.1, source),
         pad_token_id=hf.get("pad_token_id"),
         bos_token_id=hf.get("bos_token_id"),
         eos_token_id=hf.get("eos_token_id"),

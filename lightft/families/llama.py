@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from lightft.config import ModelConfig
-from lightft.errors import LightftError
-from lightft.families.common import TaskClass, activation_name, drops_lm_head, head_key_patterns, require
+from lightft.errors import LightftError, excerpt
+from lightft.families.common import (TaskClass, activation_name, dim, divides, drops_lm_head, dropout,
+                                     head_key_patterns, number)
 from lightft.keymap import KeyMap
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
@@ -55,42 +56,67 @@ KEY_MAP = KeyMap(
 )
 
 
-def rope_settings(hf: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
+def rope_settings(hf: dict[str, Any], source: str = "config.json") -> tuple[float, dict[str, Any] | None]:
     """(theta, scaling) from either the classic keys or transformers 5's `rope_parameters`."""
     params = hf.get("rope_parameters")
     if params:
-        theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
+        if not isinstance(params, dict):
+            raise LightftError(f"{source}: rope_parameters must be an object, not {excerpt(params, 40)}")
+        theta = number({"rope_theta": params.get("rope_theta", hf.get("rope_theta"))}, "rope_theta", 10000.0,
+                       lo_open=True, source=source)
         scaling = {k: v for k, v in params.items() if k != "rope_theta"}
-        return float(theta), scaling if scaling.get("rope_type", "default") != "default" else None
+        return theta, check_scaling(scaling, source) if scaling.get("rope_type", "default") != "default" else None
     scaling = hf.get("rope_scaling")
-    return float(hf.get("rope_theta", 10000.0)), scaling
+    if scaling is not None and not isinstance(scaling, dict):
+        raise LightftError(f"{source}: rope_scaling must be an object or null, not {excerpt(scaling, 40)}")
+    return number(hf, "rope_theta", 10000.0, lo_open=True, source=source), check_scaling(scaling, source)
 
 
-def read_config(hf: dict[str, Any]) -> ModelConfig:
+SCALING_NUMBERS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings", "beta_fast",
+                   "beta_slow", "attention_factor")
+
+
+def check_scaling(scaling: dict[str, Any] | None, source: str) -> dict[str, Any] | None:
+    """The numbers of a rope scaling block must be finite and positive (they divide frequencies)."""
+    for key in SCALING_NUMBERS:
+        if scaling and scaling.get(key) is not None:
+            number(scaling, key, 1.0, lo_open=True, source=f"{source}: rope scaling")
+    return scaling
+
+
+def read_config(hf: dict[str, Any], source: str = "config.json") -> ModelConfig:
     model_type = hf.get("model_type", "llama")
     if model_type in ("mistral", "qwen2") and hf.get("use_sliding_window") and hf.get("sliding_window"):
-        raise LightftError("config.json: sliding-window attention is not supported; set use_sliding_window=false")
-    hidden, heads = require(hf, "hidden_size"), require(hf, "num_attention_heads")
-    theta, scaling = rope_settings(hf)
+        raise LightftError(f"{source}: sliding-window attention is not supported; set use_sliding_window=false")
+    hidden = dim(hf, "hidden_size", "width", source=source)
+    heads = dim(hf, "num_attention_heads", "heads", source=source)
+    kv_heads = dim(hf, "num_key_value_heads", "heads", heads, source)
+    divides(("num_key_value_heads", kv_heads), ("num_attention_heads", heads), source)
+    if hf.get("head_dim") is None:  # otherwise heads * head_dim may differ from the width (o_proj maps back)
+        divides(("num_attention_heads", heads), ("hidden_size", hidden), source)
+    head_dim = dim(hf, "head_dim", "width", hidden // heads, source)
+    if head_dim % 2:
+        raise LightftError(f"{source}: head_dim = {head_dim} must be even; rotary embeddings turn pairs of channels")
+    theta, scaling = rope_settings(hf, source)
     attention_bias = bool(hf.get("attention_bias", False))
     return ModelConfig(
         family="llama",
-        vocab_size=require(hf, "vocab_size"),
+        vocab_size=dim(hf, "vocab_size", "vocab", source=source),
         hidden_size=hidden,
-        num_layers=require(hf, "num_hidden_layers"),
+        num_layers=dim(hf, "num_hidden_layers", "layers", source=source),
         num_heads=heads,
-        num_kv_heads=hf.get("num_key_value_heads") or heads,
-        head_dim=hf.get("head_dim") or hidden // heads,
-        intermediate_size=require(hf, "intermediate_size"),
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate_size=dim(hf, "intermediate_size", "intermediate", source=source),
         causal=True,
         norm="rmsnorm",
-        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        norm_eps=number(hf, "rms_norm_eps", 1e-6, lo_open=True, source=source),
         pre_norm=True,
         final_norm=True,
         position="rope",
-        max_positions=hf.get("max_position_embeddings", 2048),
+        max_positions=dim(hf, "max_position_embeddings", "positions", 2048, source),
         mlp="gated",
-        activation=activation_name(hf.get("hidden_act", "silu")),
+        activation=activation_name(hf.get("hidden_act", "silu"), source),
         qkv_bias=attention_bias or model_type == "qwen2",  # Qwen2 biases q/k/v only
         out_bias=attention_bias,
         mlp_bias=bool(hf.get("mlp_bias", False)),
@@ -98,7 +124,7 @@ def read_config(hf: dict[str, Any]) -> ModelConfig:
         rope_scaling=scaling,
         lm_head=not drops_lm_head(hf, TASK_CLASSES),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        attention_dropout=float(hf.get("attention_dropout", 0.0)),
+        attention_dropout=dropout(hf, "attention_dropout", 0.0, source),
         pad_token_id=hf.get("pad_token_id"),
         bos_token_id=hf.get("bos_token_id"),
         eos_token_id=hf.get("eos_token_id"),

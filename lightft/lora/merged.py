@@ -15,6 +15,7 @@ from torch import nn
 
 from lightft.checkpoint import PathLike, save_checkpoint
 from lightft.lora.apply import lora_layers
+from lightft.model_files import real_file_inside
 from lightft.task_heads import ExportPlan
 
 # Files a tokenizer or generation needs next to the weights; copied when the base folder has them.
@@ -69,8 +70,9 @@ def save_merged(model: nn.Module, out_dir: PathLike, base_dir: Optional[PathLike
         save_checkpoint(model, out, dtype=dtype, state=state, prefix=plan.prefix, extra=plan.tensors,
                         config=plan.config)
     base = Path(base_dir) if base_dir is not None else Path(model.source.path) if model.source is not None else None
-    if base is not None:
+    if base is not None and base.resolve() != out.resolve():
         for name in SIDE_FILES:
-            if (base / name).is_file() and base.resolve() != out.resolve():
-                shutil.copyfile(base / name, out / name)
+            source = real_file_inside(base, name)  # a link out of the model folder is refused, never copied
+            if source is not None:
+                shutil.copyfile(source, out / name)
     return out

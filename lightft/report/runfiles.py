@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lightft.errors import LightftError
+from lightft.textfile import read_json_file
 
 RUN_FILE, METRICS_FILE, SAMPLES_FILE = "run.json", "metrics.json", "samples.json"
 LOG_DIR, LOG_FILE = "logs", "metrics.csv"
@@ -58,10 +59,7 @@ class RunFiles:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LightftError(f"{path}: not valid JSON ({e}); the run folder is damaged") from None
+    data = read_json_file(path)  # unreadable, not UTF-8, malformed or too deep: one line naming the file
     if not isinstance(data, dict):
         raise LightftError(f"{path}: expected a JSON object at the top level; the run folder is damaged")
     return data

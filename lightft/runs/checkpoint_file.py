@@ -1,7 +1,8 @@
 """Checkpoint files without Lightning: atomic `torch.save`, weights-only loading, and their names.
 
-`atomic_torch_save` writes `name.tmp-PID`, fsyncs it and renames it over `name`, so a kill at any
-moment leaves either the old or the new file. `load_checkpoint_file` uses
+`atomic_torch_save` writes `name.tmp-PID`, fsyncs it and renames it over `name`
+(`lightft.checkpoint.write_atomic`), so a kill at any moment leaves either the old or the new file,
+and a full disk is one line that keeps the old one. `load_checkpoint_file` uses
 `torch.load(weights_only=True)`: a checkpoint holding pickled objects is refused, not executed.
 Lightning's checkpoint IO (lightft/train/checkpointing.py) is built on these two.
 """
@@ -15,29 +16,21 @@ from typing import Any
 
 import torch
 
+from lightft.checkpoint import write_atomic
 from lightft.errors import LightftError
 
 LAST, BEST = "last.ckpt", "best.ckpt"
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
+    """torch.save through `write_atomic` (temporary sibling, fsync, rename); a full disk is one line."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: a full disk is an OSError, not torch's RuntimeError
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    except OSError:
-        pass
+
+    write_atomic(path, write)
 
 
 def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:

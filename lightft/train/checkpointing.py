@@ -1,7 +1,8 @@
 """Checkpoints that never lose work: atomic writes, tensors-and-plain-values only, exact resume.
 
-- `AtomicCheckpointIO` writes `name.tmp-PID`, fsyncs it and renames it over `name`: a kill at any
-  moment leaves either the old or the new checkpoint, never half of one. Loading uses
+- `AtomicCheckpointIO` writes `name.tmp-PID`, fsyncs it and renames it over `name`
+  (`lightft.checkpoint.write_atomic`): a kill at any moment leaves either the old or the new
+  checkpoint, never half of one, and a full disk is one line that keeps the old one. Loading uses
   `torch.load(weights_only=True)`: a checkpoint holding pickled objects is refused, not executed.
 - `PeriodicCheckpoint` keeps `checkpoints/last.ckpt`: every `--checkpoint-every` optimiser steps and
   at the end of each epoch.
