@@ -61,7 +61,8 @@ def check_model_head(task: str, model: str, untrained_head: Optional[bool]) -> N
 
     if task not in TRAINED_HEAD_TASKS or untrained_head or is_run_dir(model) or read_task_head(model) is not None:
         return
-    flag = "" if untrained_head is None else ", or add --untrained-head to score a freshly initialised head as a baseline"
+    flag = ("" if untrained_head is None
+            else ", or add --untrained-head to score a freshly initialised head as a baseline")
     raise LightftError(f"{model}: a base model has no trained {task} head; give a run folder "
                        f"(lightft train {task} ... --out RUN) or an export of one{flag}")
 

@@ -129,5 +129,6 @@ def drops_lm_head(hf: dict[str, Any], task_classes: dict[str, dict[str, TaskClas
 
 def head_key_patterns(task_classes: dict[str, dict[str, TaskClass]]) -> tuple[str, ...]:
     """Regexes of the task-head keys of every class: known, and skipped when a task export loads as a backbone."""
-    keys = {theirs for by_task in task_classes.values() for tc in by_task.values() for theirs in tc.head_keys().values()}
+    keys = {theirs for by_task in task_classes.values() for tc in by_task.values()
+            for theirs in tc.head_keys().values()}
     return tuple(sorted(rf"^{re.escape(k)}$" for k in keys))
