@@ -93,8 +93,8 @@ class LoraOptions(OptionGroup):
                             resume=True)
     rslora: bool = opt(False, "Scale LoRA by alpha / sqrt(r) (rsLoRA).", resume=True)
     dora: bool = opt(False, "DoRA: also train a magnitude per output row; LoRA learns the direction.", resume=True)
-    quantize: str = opt("none", "Store the frozen base's block linears as nf4 (QLoRA) or not.", resume=True,
-                        choices=("none", "nf4"))
+    quantize: str = opt("none", "Store the frozen base's block linears as nf4 (QLoRA; LoRA only) or not.",
+                        resume=True, choices=("none", "nf4"))
 
 
 @dataclass

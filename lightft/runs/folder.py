@@ -54,9 +54,6 @@ def check_train_options(opts: Options) -> None:
         raise LightftError("nothing to train: set --epochs or --max-steps to at least 1")
     if opts.train is None:
         raise LightftError("--train is required: the training data file")
-    if opts.quantize != "none" and not opts.lora:
-        raise LightftError(f"--quantize {opts.quantize} stores the frozen base in 4 bits for LoRA (QLoRA); --full "
-                           "trains every weight and needs them in full precision: drop --quantize or use --lora")
     if opts.dora and opts.freeze == "backbone":
         raise LightftError("--dora trains LoRA layers, but --freeze backbone trains the head only: drop one of them")
     if not opts.lora:
