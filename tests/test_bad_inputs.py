@@ -103,7 +103,7 @@ CASES = [
     ("fsdp on CPU", train_with("--strategy", "fsdp", "--accelerator", "cpu", "--devices", "2"), "requires a GPU"),
     ("--devices nonsense", train_with("--devices", "lots"), "--devices lots"),
     ("--lr not a number", train_with("--lr", "fast"), "'fast' is not a valid float"),
-    ("unknown task", ["train", "sing", "--model", "{model}"], "No such command 'sing'"),
+    ("unknown task", ["train", "sing", "--model", "{model}"], "'sing' is not"),
     # model folders
     ("model folder missing", [a.replace("{model}", "{d}/nope") for a in train_with()], "model folder not found"),
     ("pickled weights only", [a.replace("{model}", "{d}/pickled_model") for a in train_with()],

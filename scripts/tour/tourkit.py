@@ -35,13 +35,13 @@ def tiny_model(family: str, seed: int = 0, std: float = 0.02, **overrides: Any):
     config reader turns the config.json dict into a `ModelConfig`, and the core builds from that.
     `std` is the spread of the random matrices (larger: sharper attention, further from uniform)."""
     from lightft.families import family_for
-    from lightft.model import Transformer, init_weights
+    from lightft.model import Transformer, init_random_weights
 
     hf = {**TINY_HF_CONFIGS[family], **overrides}
     cfg = family_for(hf).read_config(hf)
     torch.manual_seed(seed)
     model = Transformer(cfg)
-    init_weights(model, std=std)  # normal(0, std) matrices and embeddings
+    init_random_weights(model, std=std)  # normal(0, std) matrices and embeddings
     with torch.no_grad():  # random norm weights and biases, so a lesson's hand computation must use them
         for name, p in model.named_parameters():
             if p.dim() == 1:
