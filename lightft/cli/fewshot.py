@@ -16,22 +16,31 @@ import click
 @click.option("--seeds", default=5, show_default=True, type=int, help="Demonstration draws per k (mean ± std).")
 @click.option("--seed", default=0, show_default=True, type=int, help="First seed.")
 @click.option("--pool", type=click.Path(dir_okay=False), help="Demonstrations from this file (default: --data).")
-@click.option("--template", default="Q: {question}\nA: {answer}", show_default=True,
-              help="One demonstration; {question} and {answer} are filled in.")
+@click.option("--template", default="qa", show_default=True,
+              help="One demonstration: a preset (qa = 'Q: {question}\\nA: {answer}', terse = 'Q: ...\\nA: The answer "
+                   "is {answer}', which gets short answers from chat models, 0-shot included) or your own text with "
+                   "{question} and {answer}.")
+@click.option("--select", type=click.Choice(["random", "relation", "nearest"]), default="random", show_default=True,
+              help="Demonstrations: random from the pool; relation = random among pool items of the item's 'relation' "
+                   "field (capital vs currency); nearest = the k questions closest by the model's embedding.")
 @click.option("--limit", type=int, help="Evaluate only the first N items.")
 @click.option("--max-new-tokens", default=16, show_default=True, type=int)
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--dtype", default="float32", show_default=True)
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
 @click.option("--metrics-out", type=click.Path(dir_okay=False), help="Also write the JSON here.")
+@click.option("--predictions-out", type=click.Path(dir_okay=False),
+              help="JSONL: every prompt, the model's output, the answer read from it and the verdict, per k and seed.")
 def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Optional[str], template: str,
             limit: Optional[int], max_new_tokens: int, batch_size: int, dtype: str, threads: Optional[int],
-            metrics_out: Optional[str]) -> None:
+            metrics_out: Optional[str], predictions_out: Optional[str], select: str) -> None:
     """Few-shot accuracy of MODEL on DATA for each number of --shots.
 
     \b
     Examples:
       lightft fewshot --model smollm2 --data capitals_qa/train.jsonl --shots 0,1,3,5 --seeds 5
+      lightft fewshot --model smollm2 --data eval.jsonl --pool demos.jsonl --select relation --template terse \\
+          --predictions-out answers.jsonl
       lightft fewshot --model gpt2 --data qa.jsonl --shots 3 --template "Question: {question}\\nAnswer: {answer}"
     """
     import torch
@@ -46,7 +55,8 @@ def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Opti
     except ValueError:
         raise LightftError(f"--shots {shots!r}: expected a comma list of integers such as 0,1,3,5") from None
     template = template.replace("\\n", "\n")
-    report = run_fewshot(model, data, ks, seeds, pool, template, limit, max_new_tokens, batch_size, dtype, seed)
+    report = run_fewshot(model, data, ks, seeds, pool, template, limit, max_new_tokens, batch_size, dtype, seed,
+                         select, predictions_out)
     click.echo(table(report), err=True)
     text = json.dumps(report, ensure_ascii=False)
     if metrics_out:
