@@ -3,12 +3,48 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+import os
+from pathlib import Path
+from typing import Any, Optional
 
 import click
 
+PATH_KEYS = ("model", "data", "pool")  # relative to the config file, as in `lightft train --config`
+
+
+def load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """--config FILE (TOML): its keys (the option names) become this command's defaults; flags still win."""
+    if not value:
+        return value
+    import tomllib
+
+    from lightft.errors import LightftError
+
+    path = Path(value)
+    if not path.is_file():
+        raise LightftError(f"{path}: config file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise LightftError(f"{path}: malformed TOML ({e})") from None
+    names = sorted(p.name for p in ctx.command.params if p.name != "config")
+    defaults: dict[str, Any] = {}
+    for key, v in data.items():
+        name = key.replace("-", "_")
+        if name not in names:
+            raise LightftError(f"{path}: unknown key {key!r}; valid keys: {', '.join(names)}")
+        if name == "shots" and isinstance(v, list):
+            v = ",".join(str(k) for k in v)
+        if name in PATH_KEYS and isinstance(v, str) and not os.path.isabs(v):
+            v = str(path.parent / v)
+        defaults[name] = v
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
 
 @click.command("fewshot")
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=load_config,
+              help="TOML file whose keys are these options (shots = [0, 5], select = \"relation\", ...); flags win.")
 @click.option("--model", required=True, help="Model folder (or run folder).")
 @click.option("--data", required=True, type=click.Path(dir_okay=False),
               help='JSONL of {"question","answer"[,"answers"]} or {"text","label"}.')
