@@ -15,6 +15,13 @@ item itself is never its own demonstration), chosen by `select`:
 Templates are a text with {question} and {answer}, or a preset: `qa` ("Q: ... A: ...") or `terse`,
 whose answer cue "A: The answer is" makes this chat-tuned model name the answer instead of writing
 a sentence ("Afghanistan is a country in the Middle East."), which is what lets 0-shot score above 0.
+`calibrate` (contextual calibration, Zhao et al. 2021, applied to the first answer token as they do
+for generation): the same prompt with the question replaced by "N/A" gives the prior the
+demonstrations and template alone put on each first token; among the CALIBRATION_TOP likeliest
+first tokens the one with the highest p(token | prompt) / p(token | N/A prompt) is taken, and
+decoding continues greedily from it. It removes a bias towards answers the demonstrations make
+likely whatever the question is (e.g. the last demonstration's answer).
+
 The answer is the greedy continuation up to the first newline, stripped; it is scored by SQuAD-normalised
 exact match (lower case, punctuation and articles dropped) against any of `answers`, so trailing
 punctuation ("Kabul.") never costs a point. 0-shot has no randomness and runs once (nearest too
@@ -36,13 +43,15 @@ from typing import Any, Optional
 import torch
 
 from lightft.errors import LightftError
-from lightft.generate import SamplingOptions, generate_text, load_for_generation
+from lightft.generate import SamplingOptions, eos_ids, generate_ids, generate_text, load_for_generation
 from lightft.tasks.qa_metrics import exact_match  # SQuAD-normalised, as the QA task scores
 
 TEMPLATES = {"qa": "Q: {question}\nA: {answer}", "terse": "Q: {question}\nA: The answer is {answer}"}
 SELECTIONS = ("random", "relation", "nearest")
 SEPARATOR = "\n\n"
 SHOWN = 3  # answers per run echoed on stderr
+CALIBRATION_TOP = 10  # calibration re-ranks only this many likeliest first tokens (rare tokens' ratios are noise)
+CONTENT_FREE = "N/A"
 
 
 @dataclass
@@ -128,15 +137,58 @@ def nearest_order(model, tokenizer, items: list[QAItem], pool: list[QAItem]) -> 
     return sims.argsort(dim=1, descending=True).tolist()  # (N_items, N_pool)
 
 
+def encode(tokenizer, text: str) -> list[int]:
+    has_bos = bool(tokenizer.bos_token) and text.startswith(tokenizer.bos_token)
+    return tokenizer.encode(text, add_special_tokens=not has_bos)
+
+
+@torch.inference_mode()
+def first_token_logprobs(model, ids: list[int]) -> torch.Tensor:
+    """(V,) log-probabilities of the token after `ids`."""
+    if model.cfg.position == "learned" and len(ids) >= model.cfg.max_positions:
+        raise LightftError(f"a prompt of {len(ids)} tokens leaves no room in the model's {model.cfg.max_positions} "
+                           "positions; use fewer --shots or a shorter --template")
+    hidden = model(torch.tensor([ids]), return_logits=False).hidden_states  # (1, T, H)
+    return model.lm_head(hidden[0, -1]).float().log_softmax(-1)
+
+
+def calibrated_generate(model, tokenizer, prompts: list[str], cf_prompts: list[str], opts: SamplingOptions,
+                        batch_size: int) -> list[str]:
+    """Greedy answers whose first token is chosen by contextual calibration against the content-free prompt."""
+    eos = eos_ids(model, tokenizer)
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else (min(eos) if eos else 0)
+    starts: list[list[int]] = []
+    for prompt, cf in zip(prompts, cf_prompts):
+        ids = encode(tokenizer, prompt)
+        logp, prior = first_token_logprobs(model, ids), first_token_logprobs(model, encode(tokenizer, cf))
+        top = logp.topk(CALIBRATION_TOP).indices  # (CALIBRATION_TOP,)
+        first = int(top[(logp[top] - prior[top]).argmax()])
+        starts.append(ids + [first])
+    texts = []
+    for b in range(0, len(starts), batch_size):
+        chunk = starts[b : b + batch_size]
+        for ids, gen in zip(chunk, generate_ids(model, chunk, opts, eos, pad, tokenizer.decode)):
+            first = [] if ids[-1] in eos else [ids[-1]]
+            texts.append(tokenizer.decode(first + gen.token_ids).split("\n")[0] if first else "")
+    return texts
+
+
 def score(model, tokenizer, items: list[QAItem], prompts: list[str], max_new_tokens: int,
-          batch_size: int) -> tuple[float, list[dict[str, Any]]]:
+          batch_size: int, cf_prompts: Optional[list[str]] = None) -> tuple[float, list[dict[str, Any]]]:
     """Greedy answers (sorted by prompt length so batches pad little) and their exact-match accuracy."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     opts = SamplingOptions(max_new_tokens=max_new_tokens, stop=("\n",))
-    gens = generate_text(model, tokenizer, [prompts[i] for i in order], opts, template=None, batch_size=batch_size)
+    sorted_prompts = [prompts[i] for i in order]
+    if cf_prompts is None:
+        outputs = [g.text for g in generate_text(model, tokenizer, sorted_prompts, opts, template=None,
+                                                 batch_size=batch_size)]
+    else:
+        outputs = calibrated_generate(model, tokenizer, sorted_prompts, [cf_prompts[i] for i in order],
+                                      SamplingOptions(max_new_tokens=max(1, max_new_tokens - 1), stop=("\n",)),
+                                      batch_size)
     raw: list[str] = [""] * len(prompts)
-    for i, g in zip(order, gens):
-        raw[i] = g.text
+    for i, text in zip(order, outputs):
+        raw[i] = text
     records = []
     for it, prompt, text in zip(items, prompts, raw):
         answer = text.strip()  # generation stopped at the first newline
@@ -173,7 +225,7 @@ def write_jsonl_atomic(path: str, records: list[dict[str, Any]]) -> None:
 def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, pool_file: Optional[str] = None,
                 template: str = "qa", limit: Optional[int] = None, max_new_tokens: int = 16,
                 batch_size: int = 8, dtype: str = "float32", seed: int = 0, select: str = "random",
-                predictions_out: Optional[str] = None) -> dict[str, Any]:
+                predictions_out: Optional[str] = None, calibrate: bool = False) -> dict[str, Any]:
     """Accuracy per number of shots: mean and sample std over `seeds` demonstration draws."""
     template = resolve_template(template)
     if seeds < 1 or any(k < 0 for k in shots):
@@ -201,9 +253,10 @@ def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, poo
         accs, parts = [], []
         for s in runs:
             rng = random.Random(s)
-            prompts = [build_prompt(template, choose_demos(pool, k, it, rng, select, r), it)
-                       for it, r in zip(items, ranked)]
-            acc, records = score(model, tokenizer, items, prompts, max_new_tokens, batch_size)
+            demos = [choose_demos(pool, k, it, rng, select, r) for it, r in zip(items, ranked)]
+            prompts = [build_prompt(template, d, it) for d, it in zip(demos, items)]
+            cf_prompts = [build_prompt(template, d, QAItem(CONTENT_FREE, [""], 0)) for d in demos] if calibrate else None
+            acc, records = score(model, tokenizer, items, prompts, max_new_tokens, batch_size, cf_prompts)
             accs.append(acc)
             parts.append(by_relation(records))
             predictions += [{"shots": k, "seed": s, **r} for r in records]
@@ -214,7 +267,7 @@ def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, poo
     if predictions_out:
         write_jsonl_atomic(predictions_out, predictions)
     return {"model": model_dir, "data": data, "pool": pool_file or data, "items": len(items), "seeds": seeds,
-            "select": select, "template": template, "results": results,
+            "select": select, "template": template, "calibrate": calibrate, "results": results,
             "seconds": round(time.perf_counter() - start, 1)}
 
 

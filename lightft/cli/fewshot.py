@@ -59,6 +59,9 @@ def load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]
 @click.option("--select", type=click.Choice(["random", "relation", "nearest"]), default="random", show_default=True,
               help="Demonstrations: random from the pool; relation = random among pool items of the item's 'relation' "
                    "field (capital vs currency); nearest = the k questions closest by the model's embedding.")
+@click.option("--calibrate/--no-calibrate", default=False, show_default=True,
+              help="Contextual calibration of the first answer token against the same prompt with the question "
+                   "replaced by 'N/A' (among the 10 likeliest first tokens).")
 @click.option("--limit", type=int, help="Evaluate only the first N items.")
 @click.option("--max-new-tokens", default=16, show_default=True, type=int)
 @click.option("--batch-size", default=8, show_default=True, type=int)
@@ -69,7 +72,7 @@ def load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]
               help="JSONL: every prompt, the model's output, the answer read from it and the verdict, per k and seed.")
 def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Optional[str], template: str,
             limit: Optional[int], max_new_tokens: int, batch_size: int, dtype: str, threads: Optional[int],
-            metrics_out: Optional[str], predictions_out: Optional[str], select: str) -> None:
+            metrics_out: Optional[str], predictions_out: Optional[str], select: str, calibrate: bool) -> None:
     """Few-shot accuracy of MODEL on DATA for each number of --shots.
 
     \b
@@ -92,7 +95,7 @@ def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Opti
         raise LightftError(f"--shots {shots!r}: expected a comma list of integers such as 0,1,3,5") from None
     template = template.replace("\\n", "\n")
     report = run_fewshot(model, data, ks, seeds, pool, template, limit, max_new_tokens, batch_size, dtype, seed,
-                         select, predictions_out)
+                         select, predictions_out, calibrate)
     click.echo(table(report), err=True)
     text = json.dumps(report, ensure_ascii=False)
     if metrics_out:
