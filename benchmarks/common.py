@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("LIGHTFT_SHARED_DATA", ROOT.parent / "shared" / "data"))  # override: a worktree elsewhere
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -110,14 +110,14 @@ def random_llama_dir(size: str) -> Path:
     if not (out / "model.safetensors").is_file():
         from lightft.checkpoint import save_checkpoint
         from lightft.families.llama import read_config
-        from lightft.model import Transformer, init_weights
+        from lightft.model import Transformer, init_random_weights
 
         hf = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_act": "silu",
               "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 4096,
               "tie_word_embeddings": False, "torch_dtype": "bfloat16", **RANDOM_LLAMAS[size]}
         torch.manual_seed(0)
         model = Transformer(read_config(hf))
-        init_weights(model)
+        init_random_weights(model)
         print(f"[bench] writing a random {size} Llama ({model.num_parameters() / 1e9:.2f}B) -> {out}", file=sys.stderr)
         tmp = out.parent / f"{out.name}.tmp{os.getpid()}"
         save_checkpoint(model, tmp, dtype="bfloat16")

@@ -67,7 +67,7 @@ def worker(mode: str, dtype_name: str, batch: int, seq: int, r: int) -> dict:
 
     from lightft.config import ModelConfig
     from lightft.lora import apply_lora, mark_trainable
-    from lightft.model import Transformer, init_weights
+    from lightft.model import Transformer, init_random_weights
 
     torch.manual_seed(0)
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -76,7 +76,7 @@ def worker(mode: str, dtype_name: str, batch: int, seq: int, r: int) -> dict:
     cfg = ModelConfig(family="llama", causal=True, norm="rmsnorm", pre_norm=True, position="rope", mlp="gated",
                       activation="silu", norm_eps=1e-5, max_positions=8192, **SMOLLM2_135M)
     model = Transformer(cfg)
-    init_weights(model)
+    init_random_weights(model)
     model.reset_buffers()
     if mode == "lora":
         apply_lora(model, "q,v", r=r, alpha=2 * r)

@@ -27,7 +27,7 @@ from lightft.data.qa import QADataModule  # noqa: E402
 from lightft.options import Options  # noqa: E402
 from lightft.tasks.qa import score_windows, windows_from_batch  # noqa: E402
 from lightft.tokenizer import load_tokenizer  # noqa: E402
-from lightft.train.optim import build_optimizer  # noqa: E402
+from lightft.tasks.optim import build_optimizer  # noqa: E402
 from lightft.train.run import seed_everything, train  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad"
@@ -41,7 +41,7 @@ def run_transformers(opts: Options) -> dict[str, float]:
     dm.prepare_data()
     dm.setup("fit")
     model = AutoModelForQuestionAnswering.from_pretrained(opts.model)
-    optim = build_optimizer(model, opts, opts.max_steps, head_names={"qa_outputs"})
+    optim = build_optimizer(model, opts, opts.resolved_lr(), opts.max_steps, head_names={"qa_outputs"})
     optimizer, scheduler = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
     model.train()
     start, step = time.perf_counter(), 0

@@ -49,7 +49,7 @@ def main() -> None:
     print("| seed | steps x batch | lightft val loss | baseline val loss | difference |\n| --- | --- | ---: | ---: | ---: |")
     for seed in (int(s) for s in cli.seeds.split(",")):
         args = argparse.Namespace(limit_train=cli.limit_train, limit_val=cli.limit_val, no_group=False,
-                                  compile=False, grad_checkpointing=False, seed=seed, lookahead=0,
+                                  compile=False, grad_checkpointing=False, seed=seed, lookahead=0, kernels="auto",
                                   baseline_group=False)
         torch.manual_seed(seed)
         ours, base = throughput.LightftSide(spec, args), throughput.BaselineSide(spec, args)

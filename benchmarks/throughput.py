@@ -5,6 +5,11 @@
     python benchmarks/throughput.py --workload c     # full fine-tuning MiniLM on SST-2, bf16 autocast
     python benchmarks/throughput.py --workload d     # greedy generation with a KV cache, bf16
     python benchmarks/throughput.py --workload e --device cuda   # LoRA on a random ~1.1B Llama, on a GPU
+    python benchmarks/throughput.py --workload q --sides lightft,lightft+nf4    # QLoRA vs bf16 LoRA (issue 14)
+    python benchmarks/throughput.py --workload s --sides lightft,lightft+dora   # DoRA vs LoRA, MiniLM on SST-2
+
+Sides: `lightft` (the plain user path), `lightft+compile`, `lightft+nf4` (--quantize nf4: QLoRA),
+`lightft+dora` (--dora), and `baseline` (transformers + peft).
 
 Each framework runs in its own worker subprocess (so each has its own peak RSS); the parent sends
 them blocks of steps in turn (lightft, baseline, baseline, lightft, ...), one process working at a
@@ -58,9 +63,18 @@ WORKLOADS["e"] = {**WORKLOADS["b"], "model": "random-llama",
                            "batch 8 x 512, bf16"}
 WORKLOADS["d32"] = {**WORKLOADS["d"], "precision": "32-true",
                     "title": "greedy generation with KV cache, SmolLM2-135M, alpaca prompts, batch 1, fp32"}
+# issue 14: QLoRA / DoRA against plain LoRA at small budgets, in fp32 compute: the 2-core CPU they were
+# measured on has AVX2 only, where a bf16 matmul runs at ~0.2 GFLOP/s against ~12 in fp32 (RESULTS.md)
+WORKLOADS["q"] = {**WORKLOADS["a"], "batch": 2, "max_length": 96, "precision": "32-true",
+                  "title": "LoRA r=8 q,v instruct tuning, SmolLM2-135M, alpaca, batch 2, max 96, fp32"}
+WORKLOADS["q1b"] = {**WORKLOADS["q"], "model": "random-llama", "data": "random", "group": False, "batch": 1,
+                    "max_length": 32, "title": "LoRA r=8 q,v, random TinyLlama-1.1B-shaped Llama, random tokens, batch 1 x 32, fp32"}
+WORKLOADS["s"] = dict(title="LoRA r=8 q,v sequence classification, MiniLM-L6, SST-2, batch 16, max 64, fp32",
+                      model="minilm", mode="lora", data="sst2", batch=16, max_length=64, precision="32-true",
+                      lr=5e-4, group=True)
 
 
-SIDES = ("lightft", "lightft+compile", "baseline")
+SIDES = ("lightft", "lightft+compile", "lightft+nf4", "lightft+dora", "baseline")
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -74,7 +88,9 @@ def lightft_options(spec: dict[str, Any], args: argparse.Namespace):
                    dtype="bfloat16" if spec["precision"] == "bf16-true" else "float32",
                    limit_train=args.limit_train, limit_val=args.limit_val, template="auto",
                    compile=args.compile, grad_checkpointing=args.grad_checkpointing, progress=False,
-                   seed=42 + args.seed)
+                   seed=42 + args.seed, kernels=args.kernels,
+                   quantize="nf4" if getattr(args, "worker", None) == "lightft+nf4" else "none",
+                   dora=getattr(args, "worker", None) == "lightft+dora")
 
 
 def model_dir(spec: dict[str, Any], args: argparse.Namespace) -> Path:
@@ -164,6 +180,21 @@ def cycle_loader(make) -> Iterator[dict[str, Any]]:
         yield from make()
 
 
+def base_weight_bytes(backbone) -> dict[str, int]:
+    """Bytes of the frozen base (every backbone tensor but the LoRA / DoRA factors), and of its block
+    linears alone (the part --quantize nf4 stores in 4 bits), counted from the tensors after loading."""
+    from lightft.lora import lora_parameters
+    from lightft.quant import quantized_bytes
+
+    adapters = {id(p) for p in lora_parameters(backbone)}
+    tensors = {id(t): t for t in [*backbone.parameters(), *backbone.buffers()] if id(t) not in adapters}
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    nf4, _ = quantized_bytes(backbone)
+    linears = nf4 + sum(m.weight.numel() * m.weight.element_size() for n, m in backbone.named_modules()
+                        if n.startswith("layers.") and isinstance(m, torch.nn.Linear) and m.weight is not None)
+    return {"base_bytes": total, "block_linear_bytes": linears}
+
+
 # ------------------------------------------------------------------------------------------ workers
 class Side:
     """One framework's model, batches and step; subclasses fill `setup` and the step functions."""
@@ -230,8 +261,7 @@ class Side:
 
 class LightftSide(Side):
     def setup(self) -> dict[str, Any]:
-        from lightft.checkpoint import load_model
-        from lightft.train.module import prepare_backbone
+        from lightft.runs.backbone import load_backbone, prepare_backbone
 
         spec = self.spec
         dm, opts = datamodule(spec, self.args)
@@ -239,10 +269,12 @@ class LightftSide(Side):
         if spec["mode"] == "generate":  # the `lightft generate` path: load_for_generation (packs bf16 weights)
             from lightft.generate import load_for_generation
 
-            self.model = load_for_generation(str(model_dir(spec, self.args)), dtype=opts.dtype, chat=False)[0]
+            self.model = load_for_generation(str(model_dir(spec, self.args)), dtype=opts.dtype, chat=False,
+                                             kernels=opts.kernels)[0]
             return {}
-        backbone = load_model(model_dir(spec, self.args), dtype=opts.dtype)
+        backbone = load_backbone(str(model_dir(spec, self.args)), opts)  # --quantize nf4: NF4 as it is read
         prepare_backbone(backbone, opts)
+        base = base_weight_bytes(backbone)
         if spec["data"] == "sst2":
             from lightft.tasks.classify import ClassificationModule
 
@@ -255,16 +287,16 @@ class LightftSide(Side):
             self.module.to(torch.bfloat16)  # bf16-true: what Lightning does to the whole module
         self.module.to(self.device)
         self.module.train()
-        from lightft.train.optim import build_optimizer
+        from lightft.tasks.optim import build_optimizer
 
-        self.optimizer = build_optimizer(self.module, opts, 1000, head_names={"head"})["optimizer"]
+        self.optimizer = build_optimizer(self.module, opts, opts.resolved_lr(), 1000, head_names={"head"})["optimizer"]
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         if spec["data"] == "random":
             self.batches = random_batches(backbone.cfg.vocab_size, spec["batch"], spec["max_length"], 0)
         else:
             self.batches = cycle_loader(dm.train_dataloader)
         self.step_i = 0
-        return {"trainable": sum(p.numel() for p in self.params)}
+        return {"trainable": sum(p.numel() for p in self.params), **base}
 
     def loss(self, batch):
         self.step_i += 1
@@ -403,9 +435,16 @@ def worker(args: argparse.Namespace) -> None:
         cmd = line.split()
         if cmd[0] == "run":
             proto.write(json.dumps(side.run_steps(int(cmd[1]))) + "\n")
+        elif cmd[0] == "profile":  # torch.profiler over N steps: where the time of a step goes
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                side.run_steps(int(cmd[1]))
+            table = prof.key_averages().table(sort_by="cpu_time_total", row_limit=int(cmd[2]) if len(cmd) > 2 else 25)
+            proto.write(json.dumps({"profile": table}) + "\n")
         elif cmd[0] == "finish":
             peak = common.peak_rss_mib()
-            result = {"peak_rss_mib": peak}
+            result = {"peak_rss_mib": peak, "whole_process_peak_rss_mib": common.lifetime_peak_rss_mib()}
             if side.device.type == "cuda":  # on a GPU the memory that matters is the device's
                 result["cuda_peak_mib"] = torch.cuda.max_memory_allocated(side.device) / 2**20
             if spec["mode"] != "generate" and not args.no_eval and spec["data"] != "random":
@@ -441,7 +480,7 @@ def summarise(w: Worker, spec: dict[str, Any], model_n: tuple[int, int, int, int
     time_total = sum(s["time"] for s in steps)
     lengths = [t for s in steps for t in s["lengths"]]
     mode = spec["mode"]
-    flops = sum(common.model_flops(mode, n, n_lora, s["lengths"], layers, d_attn, spec["model"] == "smollm2")
+    flops = sum(common.model_flops(mode, n, n_lora, s["lengths"], layers, d_attn, spec["model"] != "minilm")
                 for s in steps)
     real = sum(s.get("new_tokens", 0) for s in steps) if mode == "generate" else sum(lengths)
     padded = sum(s["padded"] for s in steps)
@@ -475,8 +514,11 @@ def main() -> None:
     p.add_argument("--no-eval", action="store_true", help="skip the validation pass at the end")
     p.add_argument("--lookahead", type=int, default=4,
                    help="(d) lightft: prompt-lookup drafts per pass, as `lightft generate` (0 = plain decoding)")
+    p.add_argument("--kernels", choices=("auto", "off"), default="auto",
+                   help="lightft: its fast paths (auto, as the CLI) or the reference math only (off)")
     p.add_argument("--sides", default="lightft,baseline",
                    help=f"comma list of workers, from {', '.join(SIDES)} (lightft+compile = lightft with --compile)")
+    p.add_argument("--profile", type=int, default=0, help="after the timed blocks, profile this many steps per side")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -488,7 +530,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     spec = WORKLOADS[args.workload]
     machine = common.machine_info()
-    peak_bf16 = common.matmul_peak(torch.bfloat16, device=args.device)
+    fp32_only = spec["precision"] == "32-true"  # a bf16 peak means nothing there (and takes minutes without AMX)
+    peak_bf16 = 0.0 if fp32_only else common.matmul_peak(torch.bfloat16, device=args.device)
     peak_fp32 = common.matmul_peak(torch.float32, device=args.device)
     print(f"[bench] {spec['title']}; matmul peak bf16 {peak_bf16:.0f} GFLOP/s, fp32 {peak_fp32:.0f}; "
           f"load {machine['load_average']}", file=sys.stderr)
@@ -501,6 +544,11 @@ def main() -> None:
             w.steps += w.send(f"run {args.steps}")
             print(f"[bench] block {block} {w.name}: {sum(s['time'] for s in w.steps[-args.steps:]):.1f}s",
                   file=sys.stderr)
+    profiles = {}
+    if args.profile:
+        for w in workers:
+            profiles[w.name] = w.send(f"profile {args.profile}")["profile"]
+            print(f"[bench] profile of {args.profile} steps, {w.name}:\n{profiles[w.name]}", file=sys.stderr)
     finals = {w.name: w.send("finish") for w in workers}
 
     # model FLOPs from the lightft model (same number for both sides)
@@ -515,7 +563,7 @@ def main() -> None:
         n += ref.cfg.hidden_size * 2  # the 2-label classifier head
     model_n = (n, n_lora, ref.cfg.num_layers, ref.cfg.num_heads * ref.cfg.head_dim)
     del ref
-    peak = peak_bf16
+    peak = peak_fp32 if fp32_only else peak_bf16
     results = {w.name: {**summarise(w, spec, model_n, peak), **finals[w.name], "setup": w.info} for w in workers}
     if spec["mode"] == "generate" and len(workers) == 2:
         a, b = workers  # greedy decoding: both sides should pick the same tokens
@@ -523,7 +571,7 @@ def main() -> None:
         results["greedy_token_agreement"] = same / max(1, sum(len(s["tokens"]) for s in a.steps))
     out = {"workload": args.workload, "title": spec["title"], "machine": {**machine, "load_after": os.getloadavg()},
            "matmul_peak_gflops": {"bf16": peak_bf16, "fp32": peak_fp32}, "N": n, "N_lora": n_lora,
-           "args": vars(args), "results": results}
+           "args": vars(args), "results": results, "profiles": profiles}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     print_table(out)
@@ -533,8 +581,8 @@ def print_table(out: dict[str, Any]) -> None:
     res = out["results"]
     sides = [k for k in SIDES if k in res]
     print(f"\n{out['title']}  (load avg {out['machine']['load_average'][0]:.1f} -> {out['machine']['load_after'][0]:.1f};"
-          f" bf16 peak {out['matmul_peak_gflops']['bf16']:.0f} GFLOP/s)")
-    print("| side | tokens/s | samples/s | step s (median) | padding | peak RSS MiB | GFLOP/s | MFU (bf16 peak) | eval |")
+          f" bf16 peak {out['matmul_peak_gflops']['bf16']:.0f}, fp32 {out['matmul_peak_gflops']['fp32']:.0f} GFLOP/s)")
+    print("| side | tokens/s | samples/s | step s (median) | padding | peak RSS MiB | GFLOP/s | MFU | eval |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for s in sides:
         r = res[s]
@@ -548,6 +596,20 @@ def print_table(out: dict[str, Any]) -> None:
             a = res[s]
             print(f"{s} / baseline: tokens/s {a['tokens_s'] / b['tokens_s']:.2f}x, "
                   f"peak RSS {a['peak_rss_mib'] / b['peak_rss_mib']:.2f}x")
+    plain = res.get("lightft")
+    for s in sides:
+        if plain is not None and s in ("lightft+nf4", "lightft+dora"):
+            a = res[s]
+            base = (f"base bytes {a['setup']['base_bytes'] / 2**20:.0f} vs {plain['setup']['base_bytes'] / 2**20:.0f} "
+                    f"MiB ({a['setup']['base_bytes'] / plain['setup']['base_bytes']:.2f}x), block linears "
+                    f"{a['setup']['block_linear_bytes'] / plain['setup']['block_linear_bytes']:.2f}x, ")
+            evals = "".join(f", {k} {a[k]:.4f} vs {plain[k]:.4f} ({a[k] / plain[k] - 1:+.1%})"
+                            for k in ("val_loss", "val_accuracy") if k in a)
+            print(f"{s} / lightft: {base}whole-process peak RSS {a['whole_process_peak_rss_mib']:.0f} vs "
+                  f"{plain['whole_process_peak_rss_mib']:.0f} MiB "
+                  f"({a['whole_process_peak_rss_mib'] / plain['whole_process_peak_rss_mib']:.2f}x), training peak "
+                  f"{a['peak_rss_mib'] / plain['peak_rss_mib']:.2f}x, tokens/s {a['tokens_s'] / plain['tokens_s']:.2f}x"
+                  f"{evals}")
     if "greedy_token_agreement" in res:
         print(f"greedy tokens identical: {res['greedy_token_agreement']:.1%}")
 

@@ -7,11 +7,12 @@ with one report of missing / unexpected / mis-shaped keys; anything it cannot ex
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from dataclasses import dataclass, field
+import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -22,6 +23,7 @@ from lightft.errors import LightftError
 from lightft.families import family_for
 from lightft.keymap import apply_transform
 from lightft.model import Transformer
+from lightft.source import LoadReport, ModelSource
 
 PathLike = Union[str, os.PathLike]
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -88,29 +90,6 @@ def weight_files(model_dir: PathLike) -> list[Path]:
     raise LightftError(f"{path}: missing model.safetensors or model.safetensors.index.json{hint}; found: {found}")
 
 
-@dataclass
-class LoadReport:
-    """What happened to every key; `problems()` lists what could not be explained."""
-
-    loaded: int = 0
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)  # "key: checkpoint (a, b) vs model (c, d)"
-    ignored: list[str] = field(default_factory=list)  # known keys we deliberately do not use
-    initialised: list[str] = field(default_factory=list)  # optional parameters absent from the file
-
-    def problems(self) -> list[str]:
-        out = [f"shape mismatch {m}" for m in self.mismatched]
-        out += [f"missing key {k}" for k in self.missing]
-        out += [f"unexpected key {k}" for k in self.unexpected]
-        return out
-
-    def summary(self) -> str:
-        return (f"loaded {self.loaded} tensors; ignored {len(self.ignored)}; freshly initialised "
-                f"{len(self.initialised)}; missing {len(self.missing)}; unexpected {len(self.unexpected)}; "
-                f"mismatched {len(self.mismatched)}")
-
-
 def _open(file: Path):
     try:
         return safe_open(str(file), framework="pt", device="cpu")
@@ -119,18 +98,55 @@ def _open(file: Path):
                            "re-download or re-export it") from None
 
 
+def _read_tensor(f, file: Path, key: str, transform: Optional[str]) -> torch.Tensor:
+    """One tensor of an open safetensors file, in lightft's layout (the key map's transform)."""
+    try:
+        return apply_transform(f.get_tensor(key), transform)
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise LightftError(f"{file}: tensor {key} cannot be read ({e}); the file is corrupt") from None
+
+
+def _file_tensors(file: Path, stream: bool) -> Iterator[tuple[str, Callable[[], torch.Tensor]]]:
+    """(key, read) for every tensor of a safetensors file.
+
+    Normally one memory map serves all reads (zero-copy). `stream`: each read maps the file anew and
+    copies its tensor out, so no mapping outlives the read and the pages of tensors the caller drops
+    are not kept resident.
+    """
+    with _open(file) as f:
+        keys = list(f.keys())
+        if not stream:
+            for key in keys:
+                yield key, functools.partial(f.get_tensor, key)
+            return
+
+    def read(key: str) -> torch.Tensor:
+        with _open(file) as g:
+            return g.get_tensor(key).clone()
+
+    for key in keys:
+        yield key, functools.partial(read, key)
+
+
 def load_model(
     model_dir: PathLike,
     dtype: Union[str, torch.dtype, None] = "float32",
     device: Union[str, torch.device] = "cpu",
     strict: bool = True,
+    take: Optional[Callable[[Transformer, str, torch.Tensor], bool]] = None,
 ) -> Transformer:
     """Load a Hugging Face-layout folder into lightft's `Transformer`.
 
     The model comes back in eval mode (dropout off), as `transformers` does, so inference right after
     loading is deterministic; Lightning switches it to train mode for fitting.
-    `strict=False` returns the model even when the report has problems (for `inspect`); the report
-    is attached as `model.load_report`, and where the weights came from as `model.source`.
+    `strict=False` returns the model even when the report has problems (for `inspect`). Where the
+    weights came from, with the report of every key, is the model's `source` (a `ModelSource`).
+
+    `take(model, name, tensor)` sees each tensor as it is read (lightft name, in `dtype`, the model
+    still on `meta`). Returning True means it took the tensor, e.g. replaced the layer that owns it by
+    a quantised one (lightft.quant), and the loader keeps nothing of it. With `take`, every tensor
+    is read through its own short-lived memory map and copied out, so the file's pages do not all
+    stay resident: a model quantised while loading never holds its full-precision weights at once.
     """
     model_dir = Path(model_dir)
     cfg = read_model_config(model_dir)
@@ -141,31 +157,35 @@ def load_model(
         model = Transformer(cfg)
     expected = {k: v for k, v in model.state_dict(keep_vars=True).items()}
     report, state, prefixes = LoadReport(), {}, set()
+    taken: set[str] = set()
     for file in files:
-        with _open(file) as f:
-            for key in f.keys():
-                mapped = family.KEY_MAP.to_lightft(key)
-                if mapped is None or mapped[0] not in expected:
-                    (report.ignored if family.KEY_MAP.is_ignored(key) else report.unexpected).append(key)
-                    continue
-                name, transform = mapped
-                if name == "lm_head.weight" and cfg.tie_embeddings:
-                    report.ignored.append(key)  # the tied head is the embedding; a saved copy adds nothing
-                    continue
-                try:
-                    tensor = apply_transform(f.get_tensor(key), transform)
-                except (SafetensorError, OSError, RuntimeError) as e:
-                    raise LightftError(f"{file}: tensor {key} cannot be read ({e}); the file is corrupt") from None
-                if tuple(tensor.shape) != tuple(expected[name].shape):
-                    report.mismatched.append(
-                        f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[name].shape)}")
-                    continue
-                if not name.startswith("lm_head."):  # HF keeps the head outside the base model's prefix
-                    prefixes.add(family.KEY_MAP.strip_prefix(key)[0])
-                state[name] = tensor.to(dtype=dtype) if tensor.is_floating_point() else tensor
-                report.loaded += 1
+        for key, read in _file_tensors(file, stream=take is not None):
+            mapped = family.KEY_MAP.to_lightft(key)
+            if mapped is None or mapped[0] not in expected:
+                (report.ignored if family.KEY_MAP.is_ignored(key) else report.unexpected).append(key)
+                continue
+            name, transform = mapped
+            if name == "lm_head.weight" and cfg.tie_embeddings:
+                report.ignored.append(key)  # the tied head is the embedding; a saved copy adds nothing
+                continue
+            try:
+                tensor = apply_transform(read(), transform)
+            except (SafetensorError, OSError, RuntimeError) as e:
+                raise LightftError(f"{file}: tensor {key} cannot be read ({e}); the file is corrupt") from None
+            if tuple(tensor.shape) != tuple(expected[name].shape):
+                report.mismatched.append(
+                    f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[name].shape)}")
+                continue
+            if not name.startswith("lm_head."):  # HF keeps the head outside the base model's prefix
+                prefixes.add(family.KEY_MAP.strip_prefix(key)[0])
+            tensor = tensor.to(dtype=dtype) if tensor.is_floating_point() else tensor
+            report.loaded += 1
+            if take is not None and take(model, name, tensor):
+                taken.add(name)
+            else:
+                state[name] = tensor
     for name in expected:
-        if name in state or (name == "lm_head.weight" and cfg.tie_embeddings):
+        if name in state or name in taken or (name == "lm_head.weight" and cfg.tie_embeddings):
             continue
         if name.startswith(OPTIONAL_PARAMS):
             report.initialised.append(name)
@@ -181,11 +201,28 @@ def load_model(
     model.reset_buffers()
     model.to(device)
     model.eval()
-    model.load_report = report
-    prefix = prefixes.pop() if len(prefixes) == 1 else ""
-    model.source = {"path": str(model_dir.resolve()), "family": cfg.family, "prefix": prefix,
-                    "model_type": cfg.hf_config.get("model_type"), "dtype": str(dtype).replace("torch.", "")}
+    model.source = ModelSource(path=str(model_dir.resolve()), family=cfg.family,
+                               model_type=str(cfg.hf_config.get("model_type")),
+                               prefix=prefixes.pop() if len(prefixes) == 1 else "",
+                               dtype=str(dtype).replace("torch.", ""), report=report)
     return model
+
+
+def read_extra_weights(model_dir: PathLike, namespace: str) -> dict[str, torch.Tensor]:
+    """The checkpoint tensors that the family's key map places under `namespace` (e.g. "mlm_head."),
+    by their names without it: weights of pre-training heads that live outside the `Transformer`,
+    read through the same key map (prefixes, transposes) as the model's own. Empty when there are none.
+    """
+    family = family_for(read_model_config(model_dir).hf_config)
+    found: dict[str, torch.Tensor] = {}
+    for file in weight_files(model_dir):
+        with _open(file) as f:
+            for key in f.keys():
+                mapped = family.KEY_MAP.to_lightft(key)
+                if mapped is None or not mapped[0].startswith(namespace):
+                    continue
+                found[mapped[0][len(namespace):]] = _read_tensor(f, file, key, mapped[1])
+    return found
 
 
 def _materialise_rest(model: Transformer, dtype: torch.dtype) -> None:
@@ -209,7 +246,7 @@ def hf_state_dict(model: Transformer, prefix: Optional[str] = None,
     """
     family = family_for(model.cfg.hf_config)
     if prefix is None:
-        prefix = getattr(model, "source", {}).get("prefix", "")
+        prefix = model.source.prefix if model.source is not None else ""
     out = {}
     for name, tensor in (model.state_dict() if state is None else state).items():
         if name == "lm_head.weight" and model.cfg.tie_embeddings:
@@ -222,31 +259,66 @@ def hf_state_dict(model: Transformer, prefix: Optional[str] = None,
 
 
 def save_checkpoint(model: Transformer, out_dir: PathLike, dtype: Union[str, torch.dtype, None] = None,
-                    prefix: Optional[str] = None, state: Optional[dict[str, torch.Tensor]] = None) -> None:
+                    prefix: Optional[str] = None, state: Optional[dict[str, torch.Tensor]] = None,
+                    extra: Optional[dict[str, torch.Tensor]] = None,
+                    config: Optional[dict[str, Any]] = None) -> None:
     """Write config.json + model.safetensors in the family's HF layout (atomically, via a temp file).
 
-    `state` (lightft names) is written instead of the model's own weights when given.
+    `state` (lightft names) is written instead of the model's own weights when given. `extra` are
+    tensors already under checkpoint names (a task head, see lightft/task_heads.py) and `config`
+    keys are set in config.json over the model's own (e.g. `architectures`, `id2label`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = hf_state_dict(model, prefix, state)
+    state = {**hf_state_dict(model, prefix, state), **(extra or {})}
     if dtype is not None:
         target = parse_dtype(dtype)
         state = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
-    hf = dict(model.cfg.hf_config)
+    hf = {**model.cfg.hf_config, **(config or {})}
     any_float = next((v for v in state.values() if v.is_floating_point()), None)
     if any_float is not None:
         hf["torch_dtype"] = str(any_float.dtype).replace("torch.", "")
         hf["dtype"] = hf["torch_dtype"]
     write_atomic_json(out / "config.json", hf)
-    write_atomic_safetensors(out / "model.safetensors", state, metadata={"format": "pt"})
+    write_atomic_safetensors(out / "model.safetensors", {k: v.contiguous() for k, v in state.items()},
+                             metadata={"format": "pt"})
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def public_mode(path: PathLike) -> None:
+    """Give `path` the mode a plain open() / mkdir() would: 0666 / 0777 less the umask.
+
+    safetensors writes its files 0600 and `tempfile.mkdtemp` makes 0700 folders; outputs of lightft
+    follow the user's umask like the JSON files beside them.
+    """
+    p = Path(path)
+    os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~current_umask())
+
+
+def make_temp_dir(parent: PathLike, name: str) -> Path:
+    """A fresh hidden folder beside the final `name` in `parent`, to fill and then rename into place.
+
+    Unlike a bare `tempfile.mkdtemp`, it gets the umask's mode, so the renamed folder is not private.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
+    public_mode(tmp)
+    return tmp
 
 
 def write_atomic_safetensors(path: Path, tensors: dict[str, torch.Tensor],
                              metadata: Optional[dict[str, str]] = None) -> None:
-    """safetensors written to `path.tmp`, then renamed: a reader never sees half a file."""
+    """safetensors written to `path.tmp`, then renamed: a reader never sees half a file (mode from the umask)."""
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    public_mode(tmp)
     os.replace(tmp, path)
 
 
@@ -256,3 +328,17 @@ def write_atomic_json(path: Path, data: Any) -> None:
         json.dump(data, f, indent=2, ensure_ascii=False)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "") -> None:
+    """Load a partial state dict (e.g. a run's trained tensors): every key must exist in `module` with
+    the same shape, so weights of another model or adapter layout are an error, not silently skipped."""
+    own = module.state_dict()
+    for key, tensor in state.items():
+        if key not in own:
+            raise LightftError(f"{source}: weight {key} does not fit this model (was it trained with other "
+                               "--lora-targets or another base model?)")
+        if own[key].shape != tensor.shape:
+            raise LightftError(f"{source}: weight {key} has shape {tuple(tensor.shape)}, the model expects "
+                               f"{tuple(own[key].shape)}")
+    module.load_state_dict(state, strict=False)

@@ -225,7 +225,8 @@ def write_jsonl_atomic(path: str, records: list[dict[str, Any]]) -> None:
 def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, pool_file: Optional[str] = None,
                 template: str = "qa", limit: Optional[int] = None, max_new_tokens: int = 16,
                 batch_size: int = 8, dtype: str = "float32", seed: int = 0, select: str = "random",
-                predictions_out: Optional[str] = None, calibrate: bool = False) -> dict[str, Any]:
+                predictions_out: Optional[str] = None, calibrate: bool = False,
+                kernels: str = "auto") -> dict[str, Any]:
     """Accuracy per number of shots: mean and sample std over `seeds` demonstration draws."""
     template = resolve_template(template)
     if seeds < 1 or any(k < 0 for k in shots):
@@ -243,7 +244,7 @@ def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, poo
         if missing is not None:
             raise LightftError(f"--select relation: line {missing.line} of {data if missing in items else pool_file} "
                                "has no 'relation' field; use --select random or nearest")
-    model, tokenizer, _ = load_for_generation(model_dir, dtype, chat=False)
+    model, tokenizer, _ = load_for_generation(model_dir, dtype, chat=False, kernels=kernels)
     start = time.perf_counter()
     ranked = nearest_order(model, tokenizer, items, pool) if select == "nearest" else [None] * len(items)
     results, predictions = [], []

@@ -1,10 +1,12 @@
 """Text generation with a KV cache: greedy or sampled (temperature, top-k, top-p), EOS and stop strings, batches.
 
-`generate_ids` is the token-level loop (left-padded batch, one prefill, then one token per step
-through `KVCache`; `use_cache=False` recomputes the whole sequence each step, as a check).
+`generate_ids` is the token-level loop: a left-padded batch, one prefill, then one token per step
+through `KVCache` (`use_cache=False` recomputes the whole sequence each step, as a check). With
+kernels on, greedy decoding of one prompt checks drafted tokens in the same pass instead
+(lightft/kernels/lookup.py): the same tokens in fewer passes.
 `generate_text` adds prompts as text, the chat / instruction template and stop strings.
 `load_for_generation` opens a base model folder, a merged export or a run folder (its trained backbone),
-inference-only (bf16 weights pre-packed for oneDNN on CPU: `lightft.inference`).
+inference-only, with the kernels asked for (`--kernels auto`: bf16 weights packed for oneDNN on CPU).
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ import torch
 
 from lightft.checkpoint import load_model
 from lightft.errors import LightftError
+from lightft.kernels import enabled as kernels_enabled
+from lightft.kernels import use_kernels
+from lightft.kernels.lookup import lookup_decode
+from lightft.lora import merge_lora
 from lightft.model import KVCache, Transformer
+from lightft.prompts import format_prompt
+from lightft.quant import dequantize_linears
+from lightft.runs import load_run
+from lightft.runs.folder import is_run_dir
 from lightft.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -31,7 +41,7 @@ class SamplingOptions:
     seed: Optional[int] = None
     stop: tuple[str, ...] = ()  # stop strings (the text is cut before them)
     use_cache: bool = True
-    lookahead: int = 4  # greedy, one prompt: draft up to this many tokens by prompt lookup (0 = off)
+    lookahead: int = 4  # kernels on, greedy, one prompt: draft up to this many tokens by prompt lookup (0 = off)
 
     def check(self) -> None:
         if self.max_new_tokens < 1:
@@ -61,8 +71,7 @@ def eos_ids(model: Transformer, tokenizer: Optional[Tokenizer] = None) -> set[in
             ids.update(v for v in value if isinstance(v, int))
 
     add(model.cfg.eos_token_id)
-    source = getattr(model, "source", {}).get("path")
-    gen_cfg = Path(source) / "generation_config.json" if source else None
+    gen_cfg = Path(model.source.path) / "generation_config.json" if model.source is not None else None
     if gen_cfg is not None and gen_cfg.is_file():
         try:
             add(json.loads(gen_cfg.read_text(encoding="utf-8")).get("eos_token_id"))
@@ -99,8 +108,12 @@ def _last_logits(model: Transformer, ids: torch.Tensor, mask: Optional[torch.Ten
 
 @torch.inference_mode()  # lighter than no_grad: no version counters or view tracking per op
 def generate_ids(model: Transformer, prompts: list[list[int]], opts: SamplingOptions, eos: set[int],
-                 pad_id: int = 0, decode: Optional[Callable[[list[int]], str]] = None) -> list[Generation]:
-    """Continue each prompt (token ids); rows are left-padded and decoded together."""
+                 pad_id: int = 0, decode: Optional[Callable[[list[int]], str]] = None,
+                 on_token: Optional[Callable[[int, int], None]] = None) -> list[Generation]:
+    """Continue each prompt (token ids); rows are left-padded and decoded together.
+
+    `on_token(row, token)` is called as each new token is accepted (not for EOS), e.g. to stream text.
+    """
     opts.check()
     cfg = model.cfg
     if model.lm_head is None or not cfg.causal:
@@ -124,7 +137,7 @@ def generate_ids(model: Transformer, prompts: list[list[int]], opts: SamplingOpt
     generator = torch.Generator(device=device).manual_seed(opts.seed) if opts.seed is not None else None
     was_training = model.training
     model.eval()
-    logits = _last_logits(model, ids, mask if padded else None, cache)
+    logits = _last_logits(model, ids, mask if padded else None, cache)  # prefill: every prompt token at once
     results = [Generation([]) for _ in range(B)]
     done = [False] * B
 
@@ -134,78 +147,36 @@ def generate_ids(model: Transformer, prompts: list[list[int]], opts: SamplingOpt
             done[b], results[b].finish_reason = True, "eos"
             return
         results[b].token_ids.append(t)
+        if on_token is not None:
+            on_token(b, t)
         if opts.stop and decode is not None and any(s in decode(results[b].token_ids) for s in opts.stop):
             done[b], results[b].finish_reason = True, "stop"
         elif len(results[b].token_ids) == opts.max_new_tokens:
             done[b] = True
 
-    if B == 1 and opts.temperature <= 0 and cache is not None and opts.lookahead > 0:
-        _lookup_decode(model, prompts[0], int(logits.argmax(-1)), cache, opts.lookahead, accept, done)
-        model.train(was_training)
-        return results
-    seq = ids
-    while True:
-        chosen = next_token(logits, opts, generator)  # (B,)
-        for b, t in enumerate(chosen.tolist()):
-            if not done[b]:
-                accept(b, t)
-        if all(done):
-            break
-        step_ids = chosen[:, None]  # (B, 1); finished rows keep decoding, their output is ignored
-        if padded:
-            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # (B, S + 1)
-        if cache is not None:
-            logits = _last_logits(model, step_ids, mask if padded else None, cache)
-        else:
-            seq = torch.cat([seq, step_ids], dim=1)
-            logits = _last_logits(model, seq, mask if padded else None, None)
+    drafting = (kernels_enabled(model) and B == 1 and opts.temperature <= 0 and cache is not None
+                and opts.lookahead > 0)
+    if not drafting:  # the plain loop: choose a token per row, feed it, read the next logits
+        seq = ids
+        while True:
+            chosen = next_token(logits, opts, generator)  # (B,)
+            for b, t in enumerate(chosen.tolist()):
+                if not done[b]:
+                    accept(b, t)
+            if all(done):
+                break
+            step_ids = chosen[:, None]  # (B, 1); finished rows keep decoding, their output is ignored
+            if padded:
+                mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # (B, S + 1)
+            if cache is not None:
+                logits = _last_logits(model, step_ids, mask if padded else None, cache)
+            else:
+                seq = torch.cat([seq, step_ids], dim=1)
+                logits = _last_logits(model, seq, mask if padded else None, None)
+    else:  # kernels on: the same greedy tokens, drafts checked in the same pass (lightft/kernels/lookup.py)
+        lookup_decode(model, prompts[0], int(logits.argmax(-1)), cache, opts.lookahead, accept, done)
     model.train(was_training)
     return results
-
-
-def draft_by_lookup(seq: list[int], k: int, max_ngram: int = 3) -> list[int]:
-    """Up to k tokens that followed the latest earlier occurrence of seq's last n tokens (n = max_ngram..1)."""
-    for n in range(min(max_ngram, len(seq) - 1), 0, -1):
-        tail = seq[-n:]
-        for start in range(len(seq) - n - 1, -1, -1):
-            if seq[start : start + n] == tail:
-                return seq[start + n : start + n + k]
-    return []
-
-
-def _lookup_decode(model: Transformer, prompt: list[int], first: int, cache: KVCache, k: int,
-                   accept: Callable[[int, int], None], done: list[bool]) -> None:
-    """Greedy decoding of one row that checks drafted tokens in the same forward pass (prompt lookup).
-
-    Decoding is bound by reading the weights once per forward pass, and a pass over 1 + k positions
-    reads them once too. So each pass feeds the last chosen token plus up to k tokens guessed by
-    `draft_by_lookup` (text often repeats names and phrases of the prompt or of itself), and keeps the
-    guesses the model itself would have chosen: greedy picks at every position come out of the same
-    pass, so the output is what one-token-at-a-time greedy decoding gives (up to float rounding, as
-    with any change of batch shape). Rejected positions are dropped from the KV cache by rewinding it.
-    """
-    seq = list(prompt)
-    token = first  # chosen, not yet in the cache
-    while True:
-        accept(0, token)
-        if done[0]:
-            return
-        seq.append(token)
-        draft = draft_by_lookup(seq, min(k, cache.max_len - cache.length - 1))
-        ids = torch.tensor([[token, *draft]], device=cache.keys[0].device)  # (1, 1 + len(draft))
-        start = cache.length
-        hidden = model(ids, cache=cache, return_logits=False).hidden_states  # (1, 1 + d, H)
-        picks = model.lm_head(hidden[0]).argmax(-1).tolist()  # greedy choice after each position
-        taken = 0  # drafted tokens that match what the model picks
-        while taken < len(draft) and draft[taken] == picks[taken]:
-            taken += 1
-        for t in draft[:taken]:
-            accept(0, t)
-            if done[0]:
-                return
-            seq.append(t)
-        cache.length = start + 1 + taken  # keep the fed token and the accepted drafts only
-        token = picks[taken]
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
@@ -217,14 +188,16 @@ def render_prompt(tokenizer: Tokenizer, prompt: str, template: Optional[str]) ->
     """template None = the raw prompt; 'chat', 'alpaca' or a custom text = the instruction format."""
     if template is None:
         return prompt
-    from lightft.data.instruct import format_prompt
-
     return format_prompt(tokenizer, template, prompt)
 
 
 def generate_text(model: Transformer, tokenizer: Tokenizer, prompts: list[str], opts: SamplingOptions,
-                  template: Optional[str] = None, batch_size: int = 8) -> list[Generation]:
-    """Generate for text prompts in batches; special tokens are skipped in the returned text."""
+                  template: Optional[str] = None, batch_size: int = 8,
+                  on_token: Optional[Callable[[int, int], None]] = None) -> list[Generation]:
+    """Generate for text prompts in batches; special tokens are skipped in the returned text.
+
+    `on_token(prompt index, token)` is called as each new token is accepted (see `generate_ids`).
+    """
     eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else (min(eos) if eos else 0)
     decode = lambda ids: tokenizer.decode(ids)  # noqa: E731
@@ -235,36 +208,32 @@ def generate_text(model: Transformer, tokenizer: Tokenizer, prompts: list[str], 
         for t in texts:
             has_bos = bool(tokenizer.bos_token) and t.startswith(tokenizer.bos_token)
             ids.append(tokenizer.encode(t, add_special_tokens=not has_bos))
-        for text, gen in zip(texts, generate_ids(model, ids, opts, eos, pad, decode)):
+        row_token = None if on_token is None else (lambda b, t, first=start: on_token(first + b, t))
+        for text, gen in zip(texts, generate_ids(model, ids, opts, eos, pad, decode, row_token)):
             gen.prompt = text
             gen.text = cut_at_stop(tokenizer.decode(gen.token_ids), opts.stop)
             out.append(gen)
     return out
 
 
-def load_for_generation(path: str, dtype: str = "float32", chat: Optional[bool] = None
+def load_for_generation(path: str, dtype: str = "float32", chat: Optional[bool] = None, kernels: str = "auto"
                         ) -> tuple[Transformer, Tokenizer, Optional[str]]:
     """(model, tokenizer, template) for a model folder, a merged export or a run folder.
 
     The template is the one an instruct run was trained with; otherwise the model's chat template
-    when it has one and `chat` is not False, else None (raw text).
+    when it has one and `chat` is not False, else None (raw text). `kernels`: see lightft.kernels.
     """
-    from lightft.train.run import is_run_dir, load_run_module
-
     template = None
     if is_run_dir(path):
-        module, info = load_run_module(path, {"dtype": dtype, "progress": False})
-        from lightft.lora import merge_lora
-
-        # fold LoRA updates into the weights: same outputs, one matmul per layer while decoding
-        model, tokenizer = merge_lora(module.backbone), load_tokenizer(info["base_model"])
-        model.source = {**getattr(model, "source", {}), "path": info["base_model"]}
-        template = info.get("task_state", {}).get("template")
+        run = load_run(path, {"kernels": kernels}, dtype=dtype)
+        # fold LoRA updates into the weights: same outputs, one matmul per layer while decoding; a QLoRA
+        # run's NF4 layers without LoRA are dequantised too (decoding runs in full precision)
+        model, tokenizer = merge_lora(run.backbone), load_tokenizer(run.base_model)
+        dequantize_linears(model)
+        template = run.task_state.get("template")
     else:
         model, tokenizer = load_model(path, dtype=dtype), load_tokenizer(path)
-    from lightft.inference import pack_linears
-
-    pack_linears(model)  # bf16 on CPU: weights pre-packed for oneDNN, ~1.6x faster decoding; else no-op
+    use_kernels(model, kernels, inference=True)  # auto, bf16 on CPU: weights packed for oneDNN, ~1.6x faster decoding
     if chat is False:
         template = None
     elif template is None and tokenizer.chat_template and chat is not False:

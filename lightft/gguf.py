@@ -15,14 +15,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
 
-from lightft.checkpoint import parse_dtype, write_atomic_json
+from lightft.checkpoint import make_temp_dir, parse_dtype, write_atomic_json, write_atomic_safetensors
 from lightft.errors import LightftError
 
 PathLike = Union[str, os.PathLike]
@@ -145,12 +144,17 @@ def hf_config(meta: dict[str, Any], source: Path, has_output: bool, dtype: torch
     return cfg
 
 
-def read_weights(reader, cfg: dict[str, Any], source: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+Progress = Callable[[int, int], None]  # (tensors done, tensors in all)
+
+
+def read_weights(reader, cfg: dict[str, Any], source: Path, dtype: torch.dtype,
+                 progress: Optional[Progress] = None) -> dict[str, torch.Tensor]:
     """Every tensor dequantised to `dtype` under its HF name, q/k rows back in HF order."""
     from gguf.quants import dequantize
 
     state = {}
-    for t in reader.tensors:
+    total = len(reader.tensors)
+    for done, t in enumerate(reader.tensors, 1):
         if t.name == "rope_freqs.weight":
             raise LightftError(f"{source}: tensor rope_freqs.weight holds llama3-style rope scaling factors, "
                                "which lightft cannot turn back into config.json; convert from the original "
@@ -173,14 +177,17 @@ def read_weights(reader, cfg: dict[str, Any], source: Path, dtype: torch.dtype) 
         elif ".k_proj." in name:
             w = unpermute_qk(w, cfg["num_key_value_heads"])
         state[name] = w.to(dtype).contiguous()
+        if progress is not None:
+            progress(done, total)
     return state
 
 
 def convert_gguf(gguf_path: PathLike, out_dir: PathLike, dtype: Union[str, torch.dtype] = "float32",
-                 force: bool = False) -> Path:
-    """Write an HF-layout folder for a GGUF file; returns the folder. Refuses a non-empty folder unless `force`."""
-    from safetensors.torch import save_file
+                 force: bool = False, progress: Optional[Progress] = None) -> Path:
+    """Write an HF-layout folder for a GGUF file; returns the folder. Refuses a non-empty folder unless `force`.
 
+    `progress(done, total)` is called after each tensor is dequantised (the slow part).
+    """
     from lightft.gguf_tokenizer import tokenizer_files
 
     source, out = Path(gguf_path), Path(out_dir)
@@ -191,19 +198,17 @@ def convert_gguf(gguf_path: PathLike, out_dir: PathLike, dtype: Union[str, torch
     meta = metadata(reader)
     names = {t.name for t in reader.tensors}
     cfg = hf_config(meta, source, has_output="output.weight" in names, dtype=target)
-    state = read_weights(reader, cfg, source, target)
+    state = read_weights(reader, cfg, source, target, progress)
     files = tokenizer_files(meta, source)
     generation = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in cfg}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = make_temp_dir(out.parent, out.name)
     try:
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt", "source": source.name})
+        write_atomic_safetensors(tmp / "model.safetensors", state, metadata={"format": "pt", "source": source.name})
         write_atomic_json(tmp / "config.json", cfg)
         write_atomic_json(tmp / "generation_config.json", generation)
         for name, data in files.items():
             write_atomic_json(tmp / name, data)
-        _match_umask(tmp)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)
@@ -212,11 +217,3 @@ def convert_gguf(gguf_path: PathLike, out_dir: PathLike, dtype: Union[str, torch
         raise
     return out
 
-
-def _match_umask(folder: Path) -> None:
-    """mkdtemp makes a private (0700) folder; give it and its files the permissions a plain mkdir would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for f in folder.iterdir():
-        os.chmod(f, 0o666 & ~umask)

@@ -1,11 +1,14 @@
-"""Rebuild `tokenizer.json` and its companion files from the vocabulary a GGUF file stores.
+"""A GGUF file's tokenizer metadata <-> `tokenizer.json` and its companion files, both ways.
 
 A GGUF keeps the tokenizer as metadata: the token strings, their types (normal, control, byte ...),
-the BPE merges and the special token ids. Two vocabulary kinds are rebuilt:
+the BPE merges and the special token ids. Two vocabulary kinds are rebuilt (`tokenizer_files`):
 - "gpt2": byte-level BPE (GPT-2, Llama 3, SmolLM, Qwen2 ...). Tokens and merges are already spelled
   in the byte alphabet; only the pre-tokenizer split (named by `tokenizer.ggml.pre`) must be chosen.
 - "llama": SentencePiece BPE (Llama 2, Mistral). No merges are stored; they are recovered from the
   token scores (a longer piece with a higher score was merged earlier), with byte fallback.
+`tokenizer_metadata` goes the other way for GGUF export: the same two kinds, read from a model
+folder; the pre-tokenizer split is named by matching it against `PRE_SPLITS`, and SentencePiece
+scores are written so that the merge order comes back (a piece's score is minus its merge's rank).
 """
 
 from __future__ import annotations
@@ -120,3 +123,96 @@ def tokenizer_files(meta: dict[str, Any], source: Path) -> dict[str, dict[str, A
         config["chat_template"] = meta["tokenizer.chat_template"]
     return {"tokenizer.json": json.loads(tok.to_str()), "tokenizer_config.json": config,
             "special_tokens_map.json": special}
+
+
+# ------------------------------------------------------------------------------------ export direction
+NORMAL, UNKNOWN, UNUSED, BYTE = 1, 2, 5, 6  # llama.cpp token types (CONTROL, USER_DEFINED above)
+
+
+def _merge_pairs(model: dict[str, Any]) -> list[tuple[str, str]]:
+    return [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in model.get("merges") or []]
+
+
+def _pre_name(pre: Any, source: Path) -> str:
+    """The `tokenizer.ggml.pre` name whose split (and digit rule) this tokenizer.json pre-tokenizer uses."""
+    steps = (pre or {}).get("pretokenizers", [pre] if pre else [])
+    digits = any(s.get("type") == "Digits" and s.get("individual_digits") for s in steps)
+    split = next((s["pattern"].get("Regex") for s in steps if s.get("type") == "Split"), None)
+    if split is None and any(s.get("type") == "ByteLevel" and s.get("use_regex", True) for s in steps):
+        split = GPT2_SPLIT  # ByteLevel's own regex is GPT-2's
+    for name, (regex, wants_digits) in PRE_SPLITS.items():
+        if name != "default" and regex == split and wants_digits == digits:
+            return name
+    raise LightftError(f"{source}: the pre-tokenizer (split {str(split)[:40]!r}, digits one by one: {digits}) has no "
+                       f"llama.cpp name lightft knows; known: {', '.join(PRE_SPLITS)}")
+
+
+def tokenizer_metadata(folder: Path, vocab_size: int) -> dict[str, Any]:
+    """GGUF `tokenizer.*` metadata for the tokenizer of a model folder (byte-level or SentencePiece BPE).
+
+    The token list is padded with unused `[PAD{i}]` tokens up to the model's `vocab_size` rows, as
+    llama.cpp's converter does.
+    """
+    path = folder / "tokenizer.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise LightftError(f"{path}: cannot be read ({e}); GGUF export needs the model's tokenizer.json") from None
+    model = data.get("model") or {}
+    if model.get("type") != "BPE":
+        raise LightftError(f"{path}: a {model.get('type')} tokenizer cannot be written to GGUF; lightft writes "
+                           "byte-level BPE and SentencePiece BPE vocabularies")
+    vocab = dict(model.get("vocab") or {})
+    added = {t["content"]: t for t in data.get("added_tokens") or []}
+    for text, t in added.items():
+        vocab.setdefault(text, t["id"])
+    if max(vocab.values(), default=-1) >= vocab_size:
+        raise LightftError(f"{path}: the tokenizer has ids up to {max(vocab.values())}, but the model has only "
+                           f"{vocab_size} embedding rows")
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    types = [UNUSED] * vocab_size
+    for text, i in vocab.items():
+        tokens[i] = text
+        types[i] = NORMAL
+    for text, t in added.items():
+        types[t["id"]] = CONTROL if t.get("special") else USER_DEFINED
+    merges = _merge_pairs(model)
+    byte_fallback = bool(model.get("byte_fallback"))
+    meta: dict[str, Any] = {"tokenizer.ggml.tokens": tokens}
+    if byte_fallback:  # SentencePiece BPE: scores carry the merge order; <0xNN> pieces are bytes
+        rank = {a + b: -float(k) for k, (a, b) in reversed(list(enumerate(merges)))}
+        meta["tokenizer.ggml.model"] = "llama"
+        meta["tokenizer.ggml.scores"] = [rank.get(t, 0.0) for t in tokens]
+        for i, text in enumerate(tokens):
+            if len(text) == 6 and text.startswith("<0x") and text.endswith(">") and types[i] == NORMAL:
+                types[i] = BYTE
+        prepend = any(n.get("type") == "Prepend" for n in (data.get("normalizer") or {}).get("normalizers", []))
+        meta["tokenizer.ggml.add_space_prefix"] = prepend
+    else:
+        meta["tokenizer.ggml.model"] = "gpt2"
+        meta["tokenizer.ggml.pre"] = _pre_name(data.get("pre_tokenizer"), path)
+        meta["tokenizer.ggml.merges"] = [f"{a} {b}" for a, b in merges]
+    config = {}
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (folder / name).is_file():
+            loaded = json.loads((folder / name).read_text(encoding="utf-8"))
+            config = {**loaded, **config}  # tokenizer_config.json wins, as load_tokenizer reads them
+    for name, key in [("bos", "bos_token_id"), ("eos", "eos_token_id"), ("unk", "unknown_token_id"),
+                      ("pad", "padding_token_id")]:
+        text = config.get(f"{name}_token")
+        text = text.get("content") if isinstance(text, dict) else text
+        if text is not None and text in vocab:
+            meta[f"tokenizer.ggml.{key}"] = vocab[text]
+    if model.get("unk_token") in vocab and byte_fallback:
+        types[vocab[model["unk_token"]]] = UNKNOWN
+    meta["tokenizer.ggml.token_type"] = types
+    post = json.dumps(data.get("post_processor") or {})
+    bos = tokens[meta["tokenizer.ggml.bos_token_id"]] if "tokenizer.ggml.bos_token_id" in meta else None
+    meta["tokenizer.ggml.add_bos_token"] = bool(config.get("add_bos_token", bos is not None and f'"{bos}"' in post))
+    meta["tokenizer.ggml.add_eos_token"] = bool(config.get("add_eos_token", False))
+    template = config.get("chat_template")
+    if template is None and (folder / "chat_template.jinja").is_file():
+        template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    if isinstance(template, str):
+        meta["tokenizer.chat_template"] = template
+    return meta

@@ -1,23 +1,25 @@
 """One transformer core for every family: embeddings -> N blocks -> final norm -> (pooler | LM head).
 
-Read top to bottom: `Norm`, `Attention`, `MLP`, `Block`, `Transformer`. Everything a family does
+Read top to bottom: the reference math (`rms_norm`, `sdpa_attention`, `build_mask`) and the `Ops`
+that hold it, then `RMSNorm`, `Attention`, `MLP`, `Block`, `Transformer`. Everything a family does
 differently is a field of `ModelConfig` (post- vs pre-norm, learned vs rotary positions, plain vs
-gated MLP, fused q/k/v, GQA, biases). This file knows nothing of checkpoints, LoRA or tasks.
+gated MLP, fused q/k/v, GQA, biases). This file knows nothing of checkpoints, LoRA, tasks or
+kernels: faster equals of its math (lightft/kernels/) are installed from the outside, by swapping
+the functions a model's `Ops` holds (`lightft.kernels.use_kernels`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightft.attention import causal_attention
 from lightft.config import ModelConfig
-from lightft.fused import rms_norm
 from lightft.rope import RotaryEmbedding, apply_rotary
+from lightft.source import ModelSource
 
 ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
@@ -27,22 +29,112 @@ ACTIVATIONS = {
 }
 
 
-class RMSNorm(nn.Module):
-    """x / rms(x) * weight, computed in fp32 as Llama does, so bf16 runs match fp32 closely."""
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / rms(x) · weight, the statistics in fp32 and the result cast back as Llama does (bf16 runs
+    then match fp32 closely)."""
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
 
-    def __init__(self, dim: int, eps: float):
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+                   dropout: float, causal: bool) -> torch.Tensor:
+    """Softmax attention of q (B, H, T, hd) over k, v (B, KV, S, hd), KV dividing H (grouped-query).
+
+    `mask` (B | 1, 1, T, S), True = may attend, already holds every rule (causal, padding, packed
+    documents); None means every key, or only the keys up to each query when `causal` and T == S.
+    """
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
+                                          is_causal=causal and mask is None and q.shape[2] == k.shape[2],
+                                          enable_gqa=k.shape[1] != q.shape[1])
+
+
+def build_mask(cfg: ModelConfig, attention_mask: Optional[torch.Tensor], segment_ids: Optional[torch.Tensor],
+               T: int, S: int, device: torch.device) -> Optional[torch.Tensor]:
+    """Boolean (B|1, 1, T, S) mask, True = may attend; None when plain causal/full attention suffices.
+
+    attention_mask (B, S) marks real keys; segment_ids (B, T) keep packed documents apart.
+    """
+    if attention_mask is None and segment_ids is None and (T == S or T == 1 or not cfg.causal):
+        return None
+    allowed = torch.ones(1, 1, T, S, dtype=torch.bool, device=device)
+    if cfg.causal:
+        q_pos = torch.arange(S - T, S, device=device)[:, None]
+        allowed = allowed & (torch.arange(S, device=device)[None, :] <= q_pos)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, None, :S].bool()
+    if segment_ids is not None:
+        assert T == S, "segment_ids are for training on packed rows, not with a KV cache"
+        allowed = allowed & (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
+    if cfg.causal:
+        # A fully masked row (a left pad looking only at pads) would give NaN: let it see itself.
+        diagonal = torch.arange(S - T, S, device=device)[:, None] == torch.arange(S, device=device)[None, :]
+        allowed = allowed | diagonal
+    return allowed
+
+
+@dataclass
+class Ops:
+    """The math a kernel may replace, one object shared by every module of a model (`model.ops`).
+
+    The defaults are the reference functions above (and RoPE's in lightft/rope.py). A module calls
+    `self.ops.attend(...)`, never a particular implementation; `lightft.kernels.use_kernels(model)`
+    swaps in functions that compute the same values faster where they apply, and sets `kernels`.
+    """
+
+    norm: Callable[..., torch.Tensor] = rms_norm  # (x, weight, eps) -> RMSNorm(x)
+    rotate: Callable[..., torch.Tensor] = apply_rotary  # (x, cos, sin) -> x rotated by RoPE
+    attend: Callable[..., torch.Tensor] = sdpa_attention  # (q, k, v, mask, dropout, causal) -> (B, H, T, hd)
+    mask: Callable[..., Optional[torch.Tensor]] = build_mask  # (cfg, attention_mask, segment_ids, T, S, device)
+    kernels: str = "off"  # which functions these are: "off" = the references, "auto" = lightft.kernels
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight (`rms_norm`), the Llama family's norm."""
+
+    def __init__(self, dim: int, eps: float, ops: Optional[Ops] = None):
         super().__init__()
-        self.eps = eps
+        self.eps, self.ops = eps, ops or Ops()
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps)  # hand-written backward: lightft/fused.py
+        return self.ops.norm(x, self.weight, self.eps)
 
 
-def make_norm(cfg: ModelConfig) -> nn.Module:
+def make_norm(cfg: ModelConfig, ops: Ops) -> nn.Module:
     if cfg.norm == "rmsnorm":
-        return RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        return RMSNorm(cfg.hidden_size, cfg.norm_eps, ops)
     return nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+
+
+class StackedLinear(nn.Module):
+    """Linear layers that read the same input, computed as one matmul: their outputs side by side, in order.
+
+    The stacked weight and bias are buffers outside the state dict; each part keeps its parameters,
+    re-pointed to views of them, so nothing is stored twice and the state dict does not change.
+    Inference only: the parts must compute plain x Wᵀ + b (merge LoRA first), and moving the model
+    to another device or dtype afterwards copies the views apart.
+    """
+
+    def __init__(self, *parts: nn.Linear):
+        super().__init__()
+        weight = torch.cat([p.weight.detach() for p in parts])  # (sum of outs, in)
+        bias = None
+        if any(p.bias is not None for p in parts):
+            bias = torch.cat([p.bias.detach() if p.bias is not None else p.weight.new_zeros(p.out_features)
+                              for p in parts])
+        self.register_buffer("weight", weight, persistent=False)
+        self.register_buffer("bias", bias, persistent=False)
+        start = 0
+        for p in parts:
+            end = start + p.out_features
+            p.weight = nn.Parameter(weight[start:end], requires_grad=p.weight.requires_grad)
+            if p.bias is not None:
+                p.bias = nn.Parameter(bias[start:end], requires_grad=p.bias.requires_grad)
+            start = end
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
 
 
 class KVCache:
@@ -65,20 +157,36 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    """Multi-head (or grouped-query) self-attention through `F.scaled_dot_product_attention`."""
+    """Multi-head (or grouped-query) self-attention: project to q, k, v; rotate (RoPE); attend; project back."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, ops: Ops):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.ops = cfg, ops
         q_out, kv_out = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        if cfg.fused_qkv:
-            self.qkv_proj = nn.Linear(cfg.hidden_size, q_out + 2 * kv_out, bias=cfg.qkv_bias)
+        if cfg.fused_qkv:  # GPT-2's checkpoints hold q, k and v as one matrix (`c_attn`)
+            self.qkv_proj: Optional[nn.Module] = nn.Linear(cfg.hidden_size, q_out + 2 * kv_out, bias=cfg.qkv_bias)
         else:
             self.q_proj = nn.Linear(cfg.hidden_size, q_out, bias=cfg.qkv_bias)
             self.k_proj = nn.Linear(cfg.hidden_size, kv_out, bias=cfg.qkv_bias)
             self.v_proj = nn.Linear(cfg.hidden_size, kv_out, bias=cfg.qkv_bias)
+            self.qkv_proj = None  # until `fuse_qkv`
         self.o_proj = nn.Linear(q_out, cfg.hidden_size, bias=cfg.out_bias)
-        self.fused_qkv = cfg.fused_qkv
+
+    def fuse_qkv(self) -> None:
+        """Compute q, k and v with one matmul from now on: decoding then makes one call, not three.
+
+        Stacks the three weights into `qkv_proj` (a `StackedLinear`); q_proj, k_proj and v_proj
+        stay, viewing the stacked weight, so outputs, parameters, state dict and `cfg` are unchanged.
+        """
+        if self.qkv_proj is None:
+            self.qkv_proj = StackedLinear(self.q_proj, self.k_proj, self.v_proj)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, hidden) -> q (B, T, heads·hd), k and v (B, T, kv_heads·hd)."""
+        if self.qkv_proj is not None:
+            kv_out = self.cfg.num_kv_heads * self.cfg.head_dim
+            return self.qkv_proj(x).split([self.cfg.num_heads * self.cfg.head_dim, kv_out, kv_out], dim=-1)
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
     def forward(
         self,
@@ -90,37 +198,18 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         cfg = self.cfg
         B, T, _ = x.shape
-        q_out, kv_out = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        heads = cfg.num_heads + cfg.num_kv_heads
-        if self.fused_qkv and rope is not None:  # Llama packed for decoding (lightft/inference.py)
-            qkv = self.qkv_proj(x)
-            # q and k sit side by side: rotate them in one call. (B, T, (H+KV)*hd) -> (B, H+KV, T, hd)
-            qk = apply_rotary(qkv[..., : q_out + kv_out].view(B, T, heads, cfg.head_dim).transpose(1, 2), *rope)
-            q, k = qk.split([cfg.num_heads, cfg.num_kv_heads], dim=1)
-            v = qkv[..., q_out + kv_out :].view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        else:
-            if self.fused_qkv:  # GPT-2's c_attn
-                q, k, v = self.qkv_proj(x).split([q_out, kv_out, kv_out], dim=-1)
-            else:
-                q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-            # (B, T, heads*hd) -> (B, heads, T, hd)
-            q = q.view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)
-            k = k.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-            v = v.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-            if rope is not None:
-                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        q, k, v = self.project(x)
+        # (B, T, heads*hd) -> (B, heads, T, hd)
+        q = q.view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)
+        k = k.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        v = v.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        if rope is not None:
+            q, k = self.ops.rotate(q, *rope), self.ops.rotate(k, *rope)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, kv_heads, S, hd) with S = cached + T
-        is_causal = mask is None and cfg.causal and q.shape[2] == k.shape[2]  # prefill or training
         dropout = cfg.attention_dropout if self.training else 0.0
-        if is_causal:  # bf16 CPU training takes a faster hand-written backward (lightft/attention.py)
-            y = causal_attention(q, k, v, dropout)
-        elif cfg.causal and mask is not None and q.shape[2] == k.shape[2]:  # packed documents: mask is causal too
-            y = causal_attention(q, k, v, dropout, allowed=mask)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=False,
-                                               enable_gqa=cfg.num_kv_heads != cfg.num_heads)
-        y = y.transpose(1, 2).reshape(B, T, q_out)  # (B, heads, T, hd) -> (B, T, heads*hd)
+        y = self.ops.attend(q, k, v, mask, dropout, cfg.causal)  # (B, heads, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, cfg.num_heads * cfg.head_dim)  # -> (B, T, heads*hd)
         return self.o_proj(y)
 
 
@@ -135,23 +224,30 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
         self.act = ACTIVATIONS[cfg.activation]
         self.gated = cfg.mlp == "gated"
+        self.gate_up_proj: Optional[nn.Module] = None  # until `fuse_gate_up`
+
+    def fuse_gate_up(self) -> None:
+        """Gated MLPs: compute gate and up with one matmul from now on (as `Attention.fuse_qkv`)."""
+        if self.gated and self.gate_up_proj is None:
+            self.gate_up_proj = StackedLinear(self.gate_proj, self.up_proj)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gated and hasattr(self, "gate_up_proj"):  # gate and up packed into one for decoding
-            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-            return self.down_proj(self.act(gate) * up)
-        if self.gated:
-            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
-        return self.down_proj(self.act(self.up_proj(x)))
+        if not self.gated:
+            return self.down_proj(self.act(self.up_proj(x)))
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, T, 2·inter) -> 2 x (B, T, inter)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(self.act(gate) * up)
 
 
 class Block(nn.Module):
     """Attention + MLP with residuals; pre-norm (GPT-2, Llama) or post-norm (BERT)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, ops: Ops):
         super().__init__()
-        self.attn_norm, self.attn = make_norm(cfg), Attention(cfg)
-        self.mlp_norm, self.mlp = make_norm(cfg), MLP(cfg)
+        self.attn_norm, self.attn = make_norm(cfg, ops), Attention(cfg, ops)
+        self.mlp_norm, self.mlp = make_norm(cfg, ops), MLP(cfg)
         self.pre_norm = cfg.pre_norm
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
@@ -176,6 +272,8 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.ops = Ops()  # the replaceable math, shared by every module below (see `Ops`)
+        self.source: Optional[ModelSource] = None  # the checkpoint folder it came from (checkpoint.load_model)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         if cfg.position == "learned":
             self.embed_positions = nn.Embedding(cfg.max_positions, cfg.hidden_size)
@@ -183,10 +281,10 @@ class Transformer(nn.Module):
             self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         if cfg.type_vocab_size:
             self.embed_types = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
-        self.embed_norm = make_norm(cfg) if cfg.embed_norm else None
+        self.embed_norm = make_norm(cfg, self.ops) if cfg.embed_norm else None
         self.embed_dropout = nn.Dropout(cfg.hidden_dropout)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
-        self.final_norm = make_norm(cfg) if cfg.final_norm else None
+        self.layers = nn.ModuleList(Block(cfg, self.ops) for _ in range(cfg.num_layers))
+        self.final_norm = make_norm(cfg, self.ops) if cfg.final_norm else None
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size) if cfg.pooler else None
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) if cfg.lm_head else None
         self.gradient_checkpointing = False
@@ -209,40 +307,10 @@ class Transformer(nn.Module):
             return (torch.cumsum(full, dim=1) - 1).clamp(min=0)[:, -T:]
         return torch.arange(past, past + T, device=input_ids.device).expand(B, T)
 
-    def build_mask(
-        self,
-        attention_mask: Optional[torch.Tensor],
-        segment_ids: Optional[torch.Tensor],
-        T: int,
-        S: int,
-        device: torch.device,
-    ) -> Optional[torch.Tensor]:
-        """Boolean (B|1, 1, T, S) mask, True = may attend; None when plain causal/full attention suffices.
-
-        attention_mask (B, S) marks real keys; segment_ids (B, T) keep packed documents apart.
-        """
-        if attention_mask is None and segment_ids is None and (T == S or T == 1 or not self.cfg.causal):
-            return None
-        if (self.cfg.causal and segment_ids is None and T == S and attention_mask is not None
-                and bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())):
-            # Right padding under a causal mask: real tokens never see the pads that follow them, so
-            # the plain causal kernel gives the same outputs at every real position (pad positions
-            # are ignored by every loss and metric) and is much faster than an explicit mask.
-            return None
-        allowed = torch.ones(1, 1, T, S, dtype=torch.bool, device=device)
-        if self.cfg.causal:
-            q_pos = torch.arange(S - T, S, device=device)[:, None]
-            allowed = allowed & (torch.arange(S, device=device)[None, :] <= q_pos)
-        if attention_mask is not None:
-            allowed = allowed & attention_mask[:, None, None, :S].bool()
-        if segment_ids is not None:
-            assert T == S, "segment_ids are for training on packed rows, not with a KV cache"
-            allowed = allowed & (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
-        if self.cfg.causal:
-            # A fully masked row (a left pad looking only at pads) would give NaN: let it see itself.
-            diagonal = torch.arange(S - T, S, device=device)[:, None] == torch.arange(S, device=device)[None, :]
-            allowed = allowed | diagonal
-        return allowed
+    def build_mask(self, attention_mask: Optional[torch.Tensor], segment_ids: Optional[torch.Tensor], T: int,
+                   S: int, device: torch.device) -> Optional[torch.Tensor]:
+        """The attention mask for T queries over S keys (`build_mask`, or a kernel's equal: `Ops.mask`)."""
+        return self.ops.mask(self.cfg, attention_mask, segment_ids, T, S, device)
 
     def forward(
         self,
@@ -306,8 +374,9 @@ class Transformer(nn.Module):
             self.rotary.reset_parameters()
 
 
-def init_weights(model: Transformer, std: float = 0.02) -> None:
-    """Small normal init for weights built from scratch (tests, random benchmark models)."""
+def init_random_weights(model: Transformer, std: float = 0.02) -> None:
+    """Random weights for a model built from scratch (tests, random benchmark models): small normal
+    linear and embedding weights, zero biases."""
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=std)

@@ -13,7 +13,6 @@ from typing import Any, Optional
 import torch
 
 from lightft.errors import LightftError
-from lightft.fused import rotary
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
@@ -85,7 +84,10 @@ class RotaryEmbedding(torch.nn.Module):
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x (B, heads, T, head_dim) by the angles in cos/sin (B, 1, T, head_dim/2).
 
-    Each pair (x_i, x_{i+d/2}) turns by its angle: (x1·cos − x2·sin, x2·cos + x1·sin), the same as the
-    usual `x·cos + rotate_half(x)·sin`; `lightft.fused.rotary` does it with a hand-written backward.
+    Each pair (x_i, x_{i+d/2}) turns by its angle: x·cos + rotate_half(x)·sin, with rotate_half
+    (x1, x2) = (−x2, x1) and the half tables repeated for both halves. `lightft/kernels/fused.py`
+    computes the same with a hand-written backward.
     """
-    return rotary(x, cos, sin)
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # (x1, x2) -> (-x2, x1)
+    return x * torch.cat((cos, cos), -1) + rotated * torch.cat((sin, sin), -1)

@@ -63,6 +63,35 @@ class Tokenizer:
             ids = [self.bos_id] + ids
         return ids
 
+    def encode_batch(self, texts: list[str], pairs: Optional[list[str]] = None, pad: bool = True,
+                     padding_side: str = "right", add_special_tokens: bool = True):
+        """(input_ids, attention_mask), two (B, T) long tensors, for a model's forward.
+
+        Rows are padded to the longest with the pad token (else EOS, else 0; the mask hides it either
+        way): on the right by default, on the left for generation (`padding_side="left"`). Nothing
+        is truncated. `pad=False` asks for texts of equal length and refuses others.
+        """
+        import torch
+
+        if padding_side not in ("right", "left"):
+            raise LightftError(f"padding_side must be 'right' or 'left', not {padding_side!r}")
+        if pairs is not None and len(pairs) != len(texts):
+            raise LightftError(f"encode_batch: {len(texts)} texts but {len(pairs)} pairs")
+        rows = [self.encode(t, pairs[i] if pairs is not None else None, add_special_tokens)
+                for i, t in enumerate(texts)]
+        width = max((len(r) for r in rows), default=0)
+        if not pad and any(len(r) != width for r in rows):
+            raise LightftError(f"encode_batch(pad=False): the texts have {min(map(len, rows))} to {width} tokens; "
+                               "pass pad=True to pad them")
+        pad_id = next((i for i in (self.pad_id, self.eos_id) if i is not None), 0)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            cols = slice(0, len(row)) if padding_side == "right" else slice(width - len(row), width)
+            ids[i, cols] = torch.tensor(row, dtype=torch.long)
+            mask[i, cols] = 1
+        return ids, mask
+
     def encode_with_offsets(self, text: str, pair: Optional[str] = None, add_special_tokens: bool = True):
         """The full `tokenizers.Encoding` (ids, offsets, word_ids, type_ids, sequence_ids)."""
         return self.backend.encode(text, pair, add_special_tokens=add_special_tokens)

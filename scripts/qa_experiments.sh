@@ -4,14 +4,15 @@
 #   scripts/qa_experiments.sh [more lightft train flags]    (env: scripts/recipe_env.sh; OUT=<folder>)
 source "$(dirname "$0")/recipe_env.sh"
 OUT=${OUT:-runs/qa-experiments-seed$SEED}
+guard_out "$OUT"
 BQ=$(split_dir bioasq)
 OUT="$OUT/transfer" scripts/qa_transfer.sh "$@"
 MLM=1 OUT="$OUT/mlm_transfer" scripts/qa_transfer.sh "$@"
 python -m lightft eval qa --model "$OUT/transfer/squad" --data "$BQ/validation.json" --no-progress \
   --metrics-out "$OUT/zero_shot.json" > /dev/null
 python -m lightft train qa --config scripts/qa-bioasq.toml --model "$MINILM" --train "$BQ/train.json" \
-  --val "$BQ/validation.json" --out "$OUT/bioasq_only" --overwrite --seed "$SEED" --threads "$THREADS" \
-  "${ENCODER_PRECISION[@]}" "$@" > /dev/null
+  --val "$BQ/validation.json" --out "$OUT/bioasq_only" ${REPLACE[@]+"${REPLACE[@]}"} --seed "$SEED" --threads "$THREADS" \
+  ${ENCODER_PRECISION[@]+"${ENCODER_PRECISION[@]}"} "$@" > /dev/null
 python - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path

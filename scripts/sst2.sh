@@ -3,9 +3,12 @@
 # removed from train: scripts/carve_splits.py), keep the best weights; their validation metrics are OUT/metrics.json.
 # Settings and budget: scripts/sst2-full.toml (default) or scripts/sst2-lora.toml.
 #   scripts/sst2.sh [full|lora] [more lightft train flags]      (env: scripts/recipe_env.sh; OUT=<run folder>)
+# An existing OUT is never replaced silently: OVERWRITE=1 replaces it (and says so).
 MODE=${1:-full}; [[ $# -gt 0 ]] && shift
 source "$(dirname "$0")/recipe_env.sh"
-S=$(split_dir sst2)
 OUT=${OUT:-runs/sst2-$MODE-seed$SEED}
+guard_out "$OUT" "$MODE"
+S=$(split_dir sst2)
 python -m lightft train classify --config "scripts/sst2-$MODE.toml" --model "$MINILM" --train "$S/train.jsonl" \
-  --val "$S/validation.jsonl" --out "$OUT" --overwrite --seed "$SEED" --threads "$THREADS" "${ENCODER_PRECISION[@]}" "$@"
+  --val "$S/validation.jsonl" --out "$OUT" ${REPLACE[@]+"${REPLACE[@]}"} --seed "$SEED" --threads "$THREADS" \
+  ${ENCODER_PRECISION[@]+"${ENCODER_PRECISION[@]}"} "$@"

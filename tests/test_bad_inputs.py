@@ -149,7 +149,7 @@ CASES = [
      "weights.safetensors"),
     ("eval: missing --data", ["eval", "classify", "--model", "{run}"], "--data"),
     ("predict: base model", ["predict", "classify", "--model", "{model}", "--data", "{val}", "--output", "{out}"],
-     "needs a trained run folder"),
+     "a base model has no trained classify head; give a run folder"),
     ("predict: malformed data", ["predict", "classify", "--model", "{run}", "--data", "{bad}/malformed.jsonl",
                                  "--output", "{out}"], "malformed JSON"),
     # export / convert

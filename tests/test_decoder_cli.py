@@ -126,3 +126,27 @@ def test_generate_cli_bf16_packed_and_lookahead(tmp_path):
     assert texts[0] == texts[1]
     result = CliRunner().invoke(cli, ["generate", "--model", str(model), "--prompt", "a", "--lookahead", "-1"])
     assert isinstance(result.exception, LightftError) and "--lookahead" in str(result.exception)  # main() prints it
+
+
+def test_one_prompt_streams_the_same_text_and_reports_tokens_per_second(tmp_path):
+    model = tiny_decoder(tmp_path, "llama")
+    args = ["generate", "--model", str(model), "--prompt", "Hello there", "--max-new-tokens", "12", "--no-chat"]
+    whole = json.loads(_run([*args, "--jsonl"]).strip())
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0 and res.stdout == whole["text"] + "\n"
+    assert f"[generate] {whole['new_tokens']} new tokens in " in res.stderr and "tokens/s)" in res.stderr
+
+
+def test_stream_holds_back_a_possible_stop_string_and_half_characters(capsys):
+    from lightft.cli.generate import Stream
+
+    pieces = {1: b"Hel", 2: b"lo ", 3: b"EN", 4: b"D!", 5: b"\xc3", 6: b"\xa9"}  # 5 + 6: the two bytes of "é"
+    stream = Stream(lambda ids: b"".join(pieces[i] for i in ids).decode("utf-8", errors="replace"), stop=("END",))
+    shown = []
+    for t in (1, 2, 5, 6, 3, 4):
+        stream.token(0, t)
+        shown.append(capsys.readouterr().out)
+    # half a character is held until it is whole; "EN" might start "END", which then arrives and is never shown
+    assert shown == ["Hel", "lo ", "", "é", "", ""]
+    stream.finish("Hello é")  # the final text, cut before the stop string
+    assert capsys.readouterr().out == "\n"

@@ -14,7 +14,7 @@ from lightft.options import Options
 from lightft.tasks.classify import ClassificationModule
 from lightft.train.callbacks import Throughput, real_lengths
 from lightft.train.flops import matmul_params, matmul_peak, model_flops
-from lightft.train.module import prepare_backbone
+from lightft.runs.backbone import prepare_backbone
 from supervised_utils import SENTIMENT, run_cli, tiny_bert_dir, write_lines
 from tiny_decoder import tiny_llama
 

@@ -189,6 +189,26 @@ def test_cli_converts_and_refuses_non_empty_folder(tiny, tmp_path):
          "tokenizer_config.json"])
 
 
+def test_convert_shows_progress_and_follows_the_umask(tiny, tmp_path):
+    import os
+
+    from click.testing import CliRunner
+
+    from lightft.cli.main import cli
+
+    _, path, _ = tiny
+    old = os.umask(0o002)
+    try:
+        res = CliRunner().invoke(cli, ["convert", "gguf", str(path), str(tmp_path / "m")])
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    n = len(list(gguf.GGUFReader(str(path)).tensors))
+    assert f"[convert] tensors {n}/{n}" in res.stderr and f"[convert] tensors {n // 4 + 1}/{n}" not in res.stdout
+    assert oct((tmp_path / "m").stat().st_mode & 0o777) == oct(0o775)
+    assert {oct(f.stat().st_mode & 0o777) for f in (tmp_path / "m").iterdir()} == {oct(0o664)}
+
+
 def _small_hf():
     from conftest import tiny_hf_model
 

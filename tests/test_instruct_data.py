@@ -7,7 +7,8 @@ import json
 import pytest
 
 from lightft import LightftError, load_tokenizer
-from lightft.data.instruct import ALPACA_NO_INPUT, InstructDataModule, format_prompt
+from lightft.data.instruct import InstructDataModule
+from lightft.prompts import ALPACA_NO_INPUT, format_prompt
 from lightft.options import Options
 from tiny_decoder import SIMPLE_CHAT, tiny_decoder
 

@@ -13,6 +13,7 @@ from lightft.data.base import TaskDataModule
 from lightft.data.classify import ClassificationDataModule
 from lightft.data.instruct import InstructDataModule
 from lightft.data.lm import LMDataModule
+from lightft.kernels import use_kernels
 from lightft.options import Options
 from lightft.tasks.causal_lm import InstructModule
 from lightft.tasks.classify import ClassificationModule
@@ -80,7 +81,7 @@ def test_loss_is_unchanged_by_padding_to_a_multiple(tmp_path, task_loss):
 def test_right_padding_keeps_the_decoder_mask_free(tmp_path):
     with torch.no_grad():
         _, batch = instruct_loss(tmp_path, 64)
-    model = load_model(tiny_decoder(tmp_path / "m", "gpt2"))
+    model = use_kernels(load_model(tiny_decoder(tmp_path / "m", "gpt2")))  # the mask-free path is a kernel
     T = batch["input_ids"].shape[1]
     assert model.build_mask(batch["attention_mask"], batch.get("segment_ids"), T, T, torch.device("cpu")) is None
 

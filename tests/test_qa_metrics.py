@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lightft.options import Options
-from lightft.data.qa import question_groups
+from lightft.question_ids import question_groups
 from lightft.tasks.qa import best_answers, rank_per_question, score_windows, window_candidates
 from lightft.tasks.qa_metrics import exact_match, f1_score, factoid_metrics, normalize_answer, squad_metrics
 

@@ -14,7 +14,8 @@ from conftest import minilm_dir
 from lightft.cli.main import main
 from lightft.data.qa import QADataModule
 from lightft.options import Options
-from lightft.train.run import build_module, init_weights, load_run_module
+from lightft.evaluate import run_module
+from lightft.train.run import apply_init_run, build_module
 from lightft.tokenizer import load_tokenizer
 
 WORDS = "apple river stone cloud green house music paper light table".split()
@@ -81,7 +82,7 @@ def test_train_eval_predict(qa_run, squad, tmp_path, capsys):
 
 def test_windows_of_one_question_across_batches(qa_run, encoder, squad):
     """Scoring does not depend on how windows fall into batches (batch size 1 vs all at once)."""
-    module, _ = load_run_module(qa_run)
+    module = run_module(qa_run)
     module.eval()
     dm = QADataModule(load_tokenizer(encoder), module.opts, eval_file=squad)
     dm.setup("test")
@@ -101,14 +102,16 @@ def test_init_from_mlm_takes_backbone_not_head_and_qa_takes_both(encoder, qa_run
     docs = tmp_path / "docs.txt"
     docs.write_text("\n".join(f"the {w} is near the {v}" for w in WORDS for v in WORDS[:3]), encoding="utf-8")
     mlm_run = tmp_path / "mlm"
-    main(["train", "mlm", "--model", encoder, "--train", str(docs), "--out", str(mlm_run), "--whole-word-mask", *SMALL])
+    mlm_flags = [a for i, a in enumerate(SMALL) if "--doc-stride" not in SMALL[max(0, i - 1):i + 1]]  # a qa flag
+    main(["train", "mlm", "--model", encoder, "--train", str(docs), "--out", str(mlm_run), "--whole-word-mask",
+          *mlm_flags])
     mlm_weights = load_file(str(mlm_run / "weights.safetensors"))
     assert any(k.startswith("head.") for k in mlm_weights) and json.loads((mlm_run / "metrics.json").read_text())["val_perplexity"] > 1
 
     opts = Options(lora=False)
     fresh = build_module("qa", encoder, opts, {})
     head_before = {k: v.clone() for k, v in fresh.head.state_dict().items()}
-    init_weights(fresh, str(mlm_run))
+    apply_init_run(fresh, str(mlm_run))
     own = fresh.state_dict()
     for key, value in mlm_weights.items():
         if key.startswith("backbone."):
@@ -121,12 +124,12 @@ def test_init_from_mlm_takes_backbone_not_head_and_qa_takes_both(encoder, qa_run
     main(["train", "qa", "--model", encoder, "--init", str(mlm_run), "--train", squad, "--out", str(head_only),
           "--freeze", "backbone", *SMALL])
     assert all(k.startswith("head.") for k in load_file(str(head_only / "weights.safetensors")))
-    reloaded, _ = load_run_module(str(head_only))
+    reloaded = run_module(str(head_only))
     torch.testing.assert_close(reloaded.backbone.layers[0].attn.q_proj.weight,
                                mlm_weights["backbone.layers.0.attn.q_proj.weight"])
 
     chained = build_module("qa", encoder, opts, {})
-    init_weights(chained, qa_run)
+    apply_init_run(chained, qa_run)
     qa_weights = load_file(f"{qa_run}/weights.safetensors")
     torch.testing.assert_close(chained.head.qa_outputs.weight, qa_weights["head.qa_outputs.weight"])
 
@@ -150,6 +153,6 @@ def test_lora_init_continues_the_same_adapter(encoder, squad, tmp_path):
     key = "backbone.layers.0.attn.q_proj.lora_B"
     assert key in saved and saved[key].abs().sum() > 0  # trained (B starts at zero)
     second = build_module("qa", encoder, Options(lora_r=4), {})
-    init_weights(second, str(first))
+    apply_init_run(second, str(first))
     torch.testing.assert_close(second.state_dict()[key], saved[key])
     torch.testing.assert_close(second.head.qa_outputs.weight, saved["head.qa_outputs.weight"])

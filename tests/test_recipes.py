@@ -79,9 +79,9 @@ def models(tmp_path_factory):
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_recipe_builds(recipe, models, tmp_path):
-    from lightft.tasks import get_task
+    from lightft.train.registry import get_task
     from lightft.tokenizer import load_tokenizer
-    from lightft.train.rundir import check_train_options
+    from lightft.runs.folder import check_train_options
     from lightft.train.run import build_module
 
     task = RECIPES[recipe][0]

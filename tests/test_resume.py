@@ -48,7 +48,7 @@ def run_in_process(args: list[str], cache: Path, monkeypatch) -> None:
 # The killed run: the real CLI in a subprocess, each training step slowed down so the kill lands mid-run.
 SLOW_CLI = """
 import sys, time
-import lightft.train.module as m
+import lightft.tasks.module as m
 step = m.TaskModule.training_step
 def slow(self, batch, batch_idx):
     time.sleep(0.05)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -9,7 +11,7 @@ from lightft.data.cache import cached
 from lightft.data.readers import read_records, read_text
 from lightft.errors import LightftError
 from lightft.options import Options, read_config_file
-from lightft.train.optim import lr_lambda, parameter_groups
+from lightft.tasks.optim import lr_lambda, parameter_groups
 
 
 def test_readers_name_file_and_line(tmp_path):
@@ -92,3 +94,37 @@ def test_options_defaults_resolve_lr():
     assert Options().resolved_lr() == 2e-4 and Options(lora=False).resolved_lr() == 5e-5
     with pytest.raises(LightftError, match="unknown key"):
         Options.from_dict({"nope": 1})
+
+
+def test_max_steps_shorter_than_an_epoch_validates_and_keeps_the_best(tmp_path, capsys, recwarn):
+    """--max-steps 3 of a 12-batch epoch: validation runs at the end, best.ckpt exists, the metrics are
+    the validated ones, and no 'could not find the monitored key' warning reaches the user."""
+    from tests.tiny_run import make_tiny_model, write_classify_jsonl
+
+    from lightft.cli.main import main
+
+    make_tiny_model(tmp_path / "m")
+    write_classify_jsonl(tmp_path / "train.jsonl", 48)
+    write_classify_jsonl(tmp_path / "val.jsonl", 8, seed=1)
+    main(["train", "classify", "--model", str(tmp_path / "m"), "--train", str(tmp_path / "train.jsonl"),
+          "--val", str(tmp_path / "val.jsonl"), "--out", str(tmp_path / "run"), "--max-steps", "3",
+          "--batch-size", "4", "--no-progress", "--no-cache", "--threads", "1"])
+    out = capsys.readouterr()
+    metrics = json.loads(out.out.strip().splitlines()[-1])
+    assert metrics["steps"] == 3 and "val_accuracy" in metrics
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
+    assert not [w for w in recwarn if "could not find the monitored key" in str(w.message)]
+
+
+def test_progress_total_counts_the_steps_max_steps_leaves():
+    from types import SimpleNamespace
+
+    from lightft.train.callbacks import StepBoundProgressBar
+
+    bar = StepBoundProgressBar()
+    fake = SimpleNamespace(max_steps=5, global_step=2, accumulate_grad_batches=2, num_training_batches=100,
+                           max_epochs=3)
+    bar._trainer = fake
+    assert bar.total_train_batches == 6
+    fake.max_steps = -1
+    assert bar.total_train_batches == 100

@@ -45,11 +45,11 @@ def tiny_decoder(tmp_path: Path, family: str = "gpt2", chat_template: str | None
 def tiny_llama():
     """A 2-layer grouped-query Llama `Transformer` with tied embeddings, built in memory (no folder, no tokenizer)."""
     from lightft.config import ModelConfig
-    from lightft.model import Transformer, init_weights
+    from lightft.model import Transformer, init_random_weights
 
     cfg = ModelConfig(family="llama", vocab_size=50, hidden_size=16, num_layers=2, num_heads=4, num_kv_heads=2,
                       intermediate_size=24, causal=True, lm_head=True, tie_embeddings=True, mlp="gated",
                       norm="rmsnorm", position="rope", activation="silu", pre_norm=True)
     model = Transformer(cfg)
-    init_weights(model)
+    init_random_weights(model)
     return model

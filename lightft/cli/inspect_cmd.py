@@ -51,7 +51,7 @@ def summarise(model_dir: str, lora: tuple[int, str, float | None] | None = None)
         "dtype": str(cfg.hf_config.get("torch_dtype") or cfg.hf_config.get("dtype") or "float32"),
         "files": sorted(p.name for p in path.iterdir() if p.is_file()),
         "weight_files": [p.name for p in weight_files(path)],
-        "problems": model.load_report.problems(),
+        "problems": model.source.report.problems(),
     }
     if lora is not None:
         r, targets, alpha = lora
@@ -67,7 +67,7 @@ def summarise(model_dir: str, lora: tuple[int, str, float | None] | None = None)
 
 
 @click.command("inspect")
-@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.argument("model_dir")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--lora-r", type=int, default=None, help="Also report what LoRA of this rank would train.")
 @click.option("--lora-targets", default="q,v", show_default=True,
@@ -79,12 +79,18 @@ def command(model_dir: str, as_json: bool, lora_r: int | None, lora_targets: str
     With --lora-r, also the trainable parameters (and their share of all parameters) under LoRA.
 
     \b
+    MODEL_DIR is a model folder, a run folder or a model name (`lightft models`).
+
+    \b
     Examples:
-      lightft inspect path/to/minilm
+      lightft inspect minilm
+      lightft inspect path/to/model
       lightft inspect runs/smollm2 --json
       lightft inspect path/to/smollm2 --lora-r 8 --lora-targets q,v
     """
-    info = summarise(model_dir, lora=(lora_r, lora_targets, lora_alpha) if lora_r is not None else None)
+    from lightft.cli.common import resolve_model
+
+    info = summarise(resolve_model(model_dir), lora=(lora_r, lora_targets, lora_alpha) if lora_r is not None else None)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from lightft.data.cache import Example, maybe_cached
 from lightft.data.sampler import ResumableLoader, ResumableSampler, length_grouped_order, random_order
 from lightft.errors import LightftError
-from lightft.options import Options
+from lightft.options import Options, cache_options
 from lightft.tokenizer import Tokenizer
 
 
@@ -83,10 +83,10 @@ class TaskDataModule(L.LightningDataModule):
         return {}
 
     def cache_options(self) -> dict[str, Any]:
-        """Options that change tokenisation; subclasses add their own."""
-        o = self.opts
-        return {"task": self.task, "max_length": o.max_length, "overlong": o.overlong,
-                "tokenizer": self.tokenizer.source, "vocab": self.tokenizer.vocab_size}
+        """What the token cache key holds besides the files: every option marked `cache` for this task
+        (lightft/options.py) and the tokenizer; a subclass adds values that are not options."""
+        return {"task": self.task, **cache_options(self.opts, self.task), "tokenizer": self.tokenizer.source,
+                "vocab": self.tokenizer.vocab_size}
 
     # --- shared machinery ---------------------------------------------------------------------
     def source_files(self, path: str) -> list[Path]:
@@ -183,7 +183,7 @@ class TaskDataModule(L.LightningDataModule):
         recompiles again and again; multiples of 64 bound the shapes to max_length / 64. The new
         positions are padding exactly like the collate's own (attention_mask 0, labels -100), so
         losses and metrics do not change, and right padding keeps a causal decoder on its
-        mask-free path (Transformer.build_mask).
+        mask-free path (lightft/kernels/attention.py, right_padded_mask).
         """
         m = self.pad_multiple
         B, T = batch["input_ids"].shape

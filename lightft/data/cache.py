@@ -15,11 +15,13 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from lightft.named_models import cache_root
+
 Example = dict[str, Any]
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LIGHTFT_CACHE", Path.home() / ".cache" / "lightft")) / "tokens"
+    return cache_root() / "tokens"
 
 
 def fingerprint(files: Iterable[Path], options: dict[str, Any]) -> str:

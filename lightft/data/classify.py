@@ -31,11 +31,6 @@ def sort_labels(labels: set[str]) -> list[str]:
 class ClassificationDataModule(LabelledDataModule):
     task = "classify"
 
-    def cache_options(self) -> dict[str, Any]:
-        o = self.opts
-        return {**super().cache_options(), "format": o.format, "text": o.text_column, "pair": o.pair_column,
-                "label": o.label_column}
-
     def build_examples(self, path: str, split: str) -> tuple[list[Example], dict[str, Any]]:
         o, tok = self.opts, self.tokenizer
         examples, stats = [], {"records": 0}

@@ -18,16 +18,8 @@ from lightft.data.lm import LMDataModule, eos_id_of
 from lightft.data.packing import causal_example
 from lightft.data.readers import read_records, require_field
 from lightft.errors import LightftError
+from lightft.prompts import prompt_for, resolve_template, user_text
 from lightft.tokenizer import Tokenizer
-
-# Stanford Alpaca's prompt (tatsu-lab/stanford_alpaca, train.py), with and without an input.
-ALPACA_WITH_INPUT = (
-    "Below is an instruction that describes a task, paired with an input that provides further context. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
-ALPACA_NO_INPUT = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the "
-    "request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
 
 Segments = list[tuple[str, bool]]  # (text, is_response)
 
@@ -35,40 +27,6 @@ Segments = list[tuple[str, bool]]  # (text, is_response)
 class EmptyResponse(LightftError):
     """A record whose response is empty: skipped, counted and reported with its file and line (real
     Alpaca has a few), unlike malformed records, which stop the run."""
-
-
-def resolve_template(name: str, tokenizer: Tokenizer) -> str:
-    """'auto' -> 'chat' when the tokenizer has a chat template, else 'alpaca'; checks the others."""
-    if name == "auto":
-        return "chat" if tokenizer.chat_template else "alpaca"
-    if name == "chat" and not tokenizer.chat_template:
-        raise LightftError(f"--template chat: {tokenizer.source} has no chat template; use --template alpaca "
-                           "or a text with {instruction} and {input}")
-    if name not in ("alpaca", "chat") and "{instruction}" not in name:
-        raise LightftError(f"--template {name!r}: use auto, alpaca, chat, or a text containing {{instruction}} "
-                           "(and optionally {input})")
-    return name
-
-
-def user_text(instruction: str, input_text: str) -> str:
-    return f"{instruction}\n\n{input_text}" if input_text else instruction
-
-
-def prompt_for(template: str, instruction: str, input_text: str = "") -> str:
-    """A non-chat template filled in (Alpaca's picks its with/without-input variant)."""
-    if template == "alpaca":
-        pattern = ALPACA_WITH_INPUT if input_text else ALPACA_NO_INPUT
-    else:
-        pattern = template
-    return pattern.replace("{instruction}", instruction).replace("{input}", input_text)
-
-
-def format_prompt(tokenizer: Tokenizer, template: str, instruction: str, input_text: str = "") -> str:
-    """The text a model sees before its response (used by training data and by `lightft generate`)."""
-    if template == "chat":
-        return tokenizer.apply_chat_template([{"role": "user", "content": user_text(instruction, input_text)}],
-                                             add_generation_prompt=True)
-    return prompt_for(template, instruction, input_text)
 
 
 def chat_segments(tokenizer: Tokenizer, messages: list[dict[str, str]], where: str) -> Segments:
@@ -166,8 +124,7 @@ class InstructDataModule(LMDataModule):
         return {"template": task_state.get("template")}
 
     def cache_options(self) -> dict[str, Any]:
-        o = self.opts
-        return {**super().cache_options(), "template": self.template, "train_on_inputs": o.train_on_inputs,
+        return {**super().cache_options(), "resolved_template": self.template,
                 "chat_template": self.tokenizer.chat_template}
 
     def source_files(self, path: str):

@@ -32,10 +32,6 @@ class LMDataModule(TaskDataModule):
     task = "lm"
     split_long = True  # documents continue across rows
 
-    def cache_options(self) -> dict[str, Any]:
-        o = self.opts
-        return {**super().cache_options(), "format": o.format, "text": o.text_column, "per_line": o.doc_per_line}
-
     def source_files(self, path: str) -> list[Path]:
         p = Path(path)
         if p.is_dir():

@@ -85,9 +85,6 @@ class MLMDataModule(TaskDataModule):
         """The base model folder (where the tokenizer came from): the task reads its MLM head there."""
         return {"model_dir": self.tokenizer.source}
 
-    def cache_options(self) -> dict[str, Any]:
-        return {**super().cache_options(), "text": self.opts.text_column}
-
     def build_examples(self, path: str, split: str) -> tuple[list[Example], dict[str, Any]]:
         tok = self.tokenizer
         if tok.mask_id is None or tok.cls_id is None or tok.sep_id is None:

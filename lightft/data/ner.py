@@ -103,9 +103,6 @@ def word_offsets(words: list[str]) -> tuple[str, list[int], list[int]]:
 class NerDataModule(LabelledDataModule):
     task = "ner"
 
-    def cache_options(self) -> dict[str, Any]:
-        return {**super().cache_options(), "format": self.opts.format}
-
     def build_examples(self, path: str, split: str) -> tuple[list[Example], dict[str, Any]]:
         stats: dict[str, Any] = {"sentences": 0, "words": 0}
         examples = []

@@ -14,7 +14,6 @@ same for every encoder tokenizer that has [CLS] and [SEP].
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Optional
 
 import torch
@@ -23,6 +22,7 @@ from lightft.data.base import TaskDataModule, pad_sequences
 from lightft.data.cache import Example
 from lightft.data.readers import read_text
 from lightft.errors import LightftError
+from lightft.question_ids import question_groups
 
 
 def read_squad(path: str, need_answers: bool) -> list[dict[str, Any]]:
@@ -81,19 +81,6 @@ def _check_question(where: str, n: int, para: dict[str, Any], qa: Any, need_answ
     return {"id": qid, "question": question, "context": context, "answers": spans}
 
 
-_GROUPED_ID = re.compile(r"^(.+)_(\d+)$")  # BioASQ in SQuAD form: <question id>_<snippet number>
-
-
-def question_groups(ids: list[str], mode: str) -> Optional[dict[str, str]]:
-    """id -> question id for BioASQ-style `<question>_<nnn>` ids, or None when ids are not grouped."""
-    if mode == "no":
-        return None
-    matches = {i: _GROUPED_ID.match(i) for i in ids}
-    if mode == "auto" and (not all(matches.values()) or len({m.group(1) for m in matches.values()}) == len(ids)):
-        return None
-    return {i: (m.group(1) if m else i) for i, m in matches.items()}
-
-
 def char_span_to_tokens(starts: list[int], ends: list[int], char_start: int, char_end: int) -> Optional[tuple[int, int]]:
     """(first, last) token index covering [char_start, char_end) of the context, or None if no token does."""
     first = next((i for i, e in enumerate(ends) if e > char_start), None)
@@ -113,9 +100,6 @@ def window_starts(n_tokens: int, room: int, stride: int) -> list[int]:
 
 class QADataModule(TaskDataModule):
     task = "qa"
-
-    def cache_options(self) -> dict[str, Any]:
-        return {**super().cache_options(), "doc_stride": self.opts.doc_stride, "max_query": self.opts.max_query_length}
 
     def build_examples(self, path: str, split: str) -> tuple[list[Example], dict[str, Any]]:
         o, tok = self.opts, self.tokenizer

@@ -1,7 +1,8 @@
 """Family registry: `model_type` / `architectures` in config.json -> the family's reader and key map.
 
 Adding a family = one module here with `MODEL_TYPES`, `read_config(hf) -> ModelConfig`,
-`KEY_MAP` and `ARCHITECTURE`, plus a parity test. Nothing is chosen from file or model names.
+`KEY_MAP`, `ARCHITECTURE` and `TASK_CLASSES` (the transformers task classes its exports load as,
+lightft/task_heads.py), plus a parity test. Nothing is chosen from file or model names.
 """
 
 from __future__ import annotations

@@ -6,11 +6,40 @@ from typing import Any
 
 from lightft.config import ModelConfig
 from lightft.errors import LightftError
-from lightft.families.common import activation_name, require
+from lightft.families.common import TaskClass, activation_name, head_key_patterns, require
 from lightft.keymap import KeyMap
 
 MODEL_TYPES = ("bert", "roberta")
 ARCHITECTURE = {"bert": "BertModel", "roberta": "RobertaModel"}
+
+# Task heads in transformers' layout. Its token-classification, QA and masked-LM classes are built
+# without the pooler, so an export drops it; RoBERTa's sequence classifier is the pooler's dense + tanh
+# on <s> followed by `out_proj`, i.e. exactly lightft's pooler pooling + linear head.
+NO_POOLER = {"backbone.pooler.weight": None, "backbone.pooler.bias": None}
+LABELS = {"head.out.weight": "classifier.weight", "head.out.bias": "classifier.bias"}
+SPAN = {"head.qa_outputs.weight": "qa_outputs.weight", "head.qa_outputs.bias": "qa_outputs.bias"}
+BERT_MLM = {"head.dense.weight": "cls.predictions.transform.dense.weight",
+            "head.dense.bias": "cls.predictions.transform.dense.bias",
+            "head.norm.weight": "cls.predictions.transform.LayerNorm.weight",
+            "head.norm.bias": "cls.predictions.transform.LayerNorm.bias",
+            "head.bias": "cls.predictions.bias"}
+TASK_CLASSES = {
+    "bert": {
+        "classify": TaskClass("BertForSequenceClassification", "bert.", LABELS, pooling="pooler", labels=True),
+        "ner": TaskClass("BertForTokenClassification", "bert.", {**LABELS, **NO_POOLER}, labels=True),
+        "qa": TaskClass("BertForQuestionAnswering", "bert.", {**SPAN, **NO_POOLER}),
+        "mlm": TaskClass("BertForMaskedLM", "bert.", {**BERT_MLM, **NO_POOLER}),
+    },
+    "roberta": {
+        "classify": TaskClass("RobertaForSequenceClassification", "roberta.",
+                              {"backbone.pooler.weight": "classifier.dense.weight",
+                               "backbone.pooler.bias": "classifier.dense.bias",
+                               "head.out.weight": "classifier.out_proj.weight",
+                               "head.out.bias": "classifier.out_proj.bias"}, pooling="pooler", labels=True),
+        "ner": TaskClass("RobertaForTokenClassification", "roberta.", {**LABELS, **NO_POOLER}, labels=True),
+        "qa": TaskClass("RobertaForQuestionAnswering", "roberta.", {**SPAN, **NO_POOLER}),
+    },
+}
 
 L = "encoder.layer.{i}."
 KEY_MAP = KeyMap(
@@ -36,10 +65,18 @@ KEY_MAP = KeyMap(
         ],
         ("pooler.dense.weight", "pooler.weight", None),
         ("pooler.dense.bias", "pooler.bias", None),
+        # BERT's masked-LM head (BertForMaskedLM / BertForPreTraining): not part of the model, read by
+        # the mlm task through `checkpoint.read_extra_weights(dir, "mlm_head.")`; its decoder is the embedding
+        ("cls.predictions.transform.dense.weight", "mlm_head.dense.weight", None),
+        ("cls.predictions.transform.dense.bias", "mlm_head.dense.bias", None),
+        ("cls.predictions.transform.LayerNorm.weight", "mlm_head.norm.weight", None),
+        ("cls.predictions.transform.LayerNorm.bias", "mlm_head.norm.bias", None),
+        ("cls.predictions.bias", "mlm_head.bias", None),
     ],
     base_prefixes=("bert.", "roberta."),
-    # position_ids is a saved buffer; cls.* / lm_head.* are pre-training heads (the mlm task reads them).
-    ignored=(r"embeddings\.position_ids$", r"^cls\.", r"^lm_head\.", r"^classifier\."),
+    # position_ids is a saved buffer; cls.* / lm_head.* are pre-training heads (cls.predictions: see above).
+    ignored=(r"embeddings\.position_ids$", r"^cls\.", r"^lm_head\.", r"^classifier\.",
+             *head_key_patterns(TASK_CLASSES)),
 )
 
 

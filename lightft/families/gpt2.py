@@ -6,11 +6,26 @@ from typing import Any
 
 from lightft.config import ModelConfig
 from lightft.errors import LightftError
-from lightft.families.common import activation_name, require
+from lightft.families.common import TaskClass, activation_name, drops_lm_head, head_key_patterns, require
 from lightft.keymap import KeyMap
 
 MODEL_TYPES = ("gpt2",)
 ARCHITECTURE = {"gpt2": "GPT2LMHeadModel"}
+
+# Task heads in transformers' layout. The sequence classifier `score` has no bias and reads the last
+# token that is not the pad token (lightft's `last` pooling); the classifiers have no LM head.
+NO_LM_HEAD = {"backbone.lm_head.weight": None}
+TASK_CLASSES = {
+    "gpt2": {
+        "classify": TaskClass("GPT2ForSequenceClassification", "transformer.", {"head.out.weight": "score.weight",
+                              **NO_LM_HEAD}, pooling="last", labels=True, needs_pad_id=True),
+        "ner": TaskClass("GPT2ForTokenClassification", "transformer.",
+                         {"head.out.weight": "classifier.weight", "head.out.bias": "classifier.bias", **NO_LM_HEAD},
+                         labels=True),
+        "lm": TaskClass("GPT2LMHeadModel", "transformer."),
+        "instruct": TaskClass("GPT2LMHeadModel", "transformer."),
+    },
+}
 
 L = "h.{i}."
 KEY_MAP = KeyMap(
@@ -34,7 +49,8 @@ KEY_MAP = KeyMap(
         ("lm_head.weight", "lm_head.weight", None),
     ],
     base_prefixes=("transformer.",),
-    ignored=(r"attn\.bias$", r"attn\.masked_bias$"),  # causal-mask buffers saved by old versions
+    # causal-mask buffers saved by old versions; task heads (a task export read as a backbone)
+    ignored=(r"attn\.bias$", r"attn\.masked_bias$", *head_key_patterns(TASK_CLASSES)),
 )
 
 
@@ -65,7 +81,7 @@ def read_config(hf: dict[str, Any]) -> ModelConfig:
         out_bias=True,
         mlp_bias=True,
         fused_qkv=True,
-        lm_head=True,
+        lm_head=not drops_lm_head(hf, TASK_CLASSES),
         tie_embeddings=hf.get("tie_word_embeddings", True),
         hidden_dropout=hf.get("resid_pdrop", 0.1),
         attention_dropout=hf.get("attn_pdrop", 0.1),

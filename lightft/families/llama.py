@@ -6,11 +6,27 @@ from typing import Any
 
 from lightft.config import ModelConfig
 from lightft.errors import LightftError
-from lightft.families.common import activation_name, require
+from lightft.families.common import TaskClass, activation_name, drops_lm_head, head_key_patterns, require
 from lightft.keymap import KeyMap
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 ARCHITECTURE = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+
+# Task heads in transformers' layout (its Generic*ForSequence/TokenClassification): `score`, without a
+# bias for sequences (it reads the last token that is not the pad token: lightft's `last` pooling), and
+# no LM head in the classifiers.
+NO_LM_HEAD = {"backbone.lm_head.weight": None}
+TASK_CLASSES = {
+    model_type: {
+        "classify": TaskClass(f"{name}ForSequenceClassification", "model.", {"head.out.weight": "score.weight",
+                              **NO_LM_HEAD}, pooling="last", labels=True, needs_pad_id=True),
+        "ner": TaskClass(f"{name}ForTokenClassification", "model.",
+                         {"head.out.weight": "score.weight", "head.out.bias": "score.bias", **NO_LM_HEAD}, labels=True),
+        "lm": TaskClass(f"{name}ForCausalLM", "model."),
+        "instruct": TaskClass(f"{name}ForCausalLM", "model."),
+    }
+    for model_type, name in (("llama", "Llama"), ("mistral", "Mistral"), ("qwen2", "Qwen2"))
+}
 
 L = "layers.{i}."
 KEY_MAP = KeyMap(
@@ -35,7 +51,7 @@ KEY_MAP = KeyMap(
         ("lm_head.weight", "lm_head.weight", None),
     ],
     base_prefixes=("model.",),
-    ignored=(r"rotary_emb\.inv_freq$",),
+    ignored=(r"rotary_emb\.inv_freq$", *head_key_patterns(TASK_CLASSES)),
 )
 
 
@@ -80,7 +96,7 @@ def read_config(hf: dict[str, Any]) -> ModelConfig:
         mlp_bias=bool(hf.get("mlp_bias", False)),
         rope_theta=theta,
         rope_scaling=scaling,
-        lm_head=True,
+        lm_head=not drops_lm_head(hf, TASK_CLASSES),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         attention_dropout=float(hf.get("attention_dropout", 0.0)),
         pad_token_id=hf.get("pad_token_id"),

@@ -28,6 +28,7 @@ from typing import Iterable, Iterator, Literal, Sequence, Union
 from torch import nn
 
 from lightft.errors import LightftError
+from lightft.lora.dora import DoRALinear
 from lightft.lora.layer import LoRALinear
 
 Mode = Literal["lora", "full", "head"]
@@ -73,8 +74,8 @@ def resolve_targets(model: nn.Module, targets: Union[str, Iterable[str]]) -> lis
 
 
 def wrap_modules(model: nn.Module, paths: Sequence[str], r: int, alpha: float, dropout: float = 0.0,
-                 rslora: bool = False) -> list[str]:
-    """Swap each named `nn.Linear` for a `LoRALinear` sharing its weight and bias (no copy)."""
+                 rslora: bool = False, dora: bool = False) -> list[str]:
+    """Swap each named `nn.Linear` for a `LoRALinear` (`DoRALinear` with `dora`) sharing its weight and bias."""
     if not isinstance(r, int) or r <= 0:
         raise LightftError(f"LoRA rank r must be a positive integer, got {r!r}")
     if not 0.0 <= dropout < 1.0:
@@ -87,19 +88,22 @@ def wrap_modules(model: nn.Module, paths: Sequence[str], r: int, alpha: float, d
         parent = model.get_submodule(parent_name)
         linear = getattr(parent, child)
         assert isinstance(linear, nn.Linear), f"{path} is {type(linear).__name__}, not nn.Linear"
-        setattr(parent, child, LoRALinear(linear, r, alpha, dropout, rslora))
+        setattr(parent, child, (DoRALinear if dora else LoRALinear)(linear, r, alpha, dropout, rslora))
     return list(paths)
 
 
-def apply_lora(model: nn.Module, targets: Union[str, Iterable[str]] = "q,v", r: int = 8, alpha: float = 16.0,
-               dropout: float = 0.0, rslora: bool = False) -> list[str]:
+def apply_lora(model: nn.Module, targets: Union[str, Iterable[str]] = "attn", r: int = 8, alpha: float = 16.0,
+               dropout: float = 0.0, rslora: bool = False, dora: bool = False) -> list[str]:
     """Add LoRA to `model` (a lightft `Transformer`) in place and freeze everything else in it.
 
-    targets: generic names (see the module table), as 'q,v' or a list. Returns the wrapped module
-    paths. Applying LoRA twice is an error. Afterwards only the LoRA A/B matrices of `model` require
-    grad; a task head kept outside the model is untouched (see `mark_trainable`).
+    targets: generic names (see the module table), as 'q,v' or a list; the default `attn` (q,k,v,o) is
+    the CLI's `--lora-targets` default. Returns the wrapped module
+    paths. Applying LoRA twice is an error. Afterwards only the LoRA A/B matrices (and, with
+    `dora`, the magnitude vectors: lightft/lora/dora.py) of `model` require grad; a task head kept
+    outside the model is untouched (see `mark_trainable`). The targets may be quantised layers
+    (lightft.quant): that is QLoRA.
     """
-    paths = wrap_modules(model, resolve_targets(model, targets), r, alpha, dropout, rslora)
+    paths = wrap_modules(model, resolve_targets(model, targets), r, alpha, dropout, rslora, dora)
     mark_trainable(model, "lora")
     return paths
 
@@ -111,10 +115,9 @@ def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALinear]]:
 
 
 def lora_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
-    """The A and B matrices of every `LoRALinear` (what an optimiser trains under LoRA)."""
+    """What an optimiser trains under LoRA: each layer's `trainable_parameters()` (A, B; DoRA's magnitude)."""
     for _, layer in lora_layers(model):
-        yield layer.lora_A
-        yield layer.lora_B
+        yield from layer.trainable_parameters()
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -7,6 +7,8 @@ map read backwards (`layers.0.attn.q_proj.weight` -> `model.layers.0.self_attn.q
 no table here knows any family. GPT-2's Conv1D layers store W as (in, out), but PEFT keeps A and B in
 nn.Linear's layout for them too and only sets `fan_in_fan_out` to transpose ΔW when merging; so the
 tensors are written unchanged and the flag is set for GPT-2.
+
+DoRA adapters set `use_dora: true` and add `...<module>.lora_magnitude_vector` (out,) per layer.
 """
 
 from __future__ import annotations
@@ -23,17 +25,19 @@ from lightft.checkpoint import PathLike, read_json, write_atomic_json, write_ato
 from lightft.errors import LightftError
 from lightft.families import family_for
 from lightft.lora.apply import lora_layers, mark_trainable, wrap_modules
+from lightft.lora.dora import DoRALinear
+from lightft.model import Transformer
 
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
-KEY = re.compile(r"^base_model\.model\.(?P<path>.+)\.lora_(?P<ab>[AB])(?:\.default)?\.weight$")
+KEY = re.compile(r"^base_model\.model\.(?P<path>.+)\.lora_(?P<ab>[AB]|magnitude_vector)(?:\.default)?(?:\.weight)?$")
 TASK_TYPES = {"bert": "FEATURE_EXTRACTION", "gpt2": "CAUSAL_LM", "llama": "CAUSAL_LM"}
 
 
-def hf_module_path(model: nn.Module, name: str) -> str:
+def hf_module_path(model: Transformer, name: str) -> str:
     """lightft module path -> the module's path in the `transformers` model (via the family key map)."""
     family = family_for(model.cfg.hf_config)
-    mapped = family.KEY_MAP.to_checkpoint(name + ".weight", getattr(model, "source", {}).get("prefix", ""))
+    mapped = family.KEY_MAP.to_checkpoint(name + ".weight", model.source.prefix if model.source is not None else "")
     assert mapped is not None, f"no checkpoint name for {name}.weight: extend the family's KEY_MAP"
     return mapped[0].removesuffix(".weight")
 
@@ -59,7 +63,7 @@ def _target_suffixes(all_paths: list[str], chosen: set[str]) -> list[str]:
     return out
 
 
-def save_adapter(model: nn.Module, out_dir: PathLike, base_model_name_or_path: Optional[str] = None,
+def save_adapter(model: Transformer, out_dir: PathLike, base_model_name_or_path: Optional[str] = None,
                  task_type: Optional[str] = None) -> Path:
     """Write the LoRA A/B matrices and their settings so `peft.PeftModel.from_pretrained` loads them."""
     layers = list(lora_layers(model))
@@ -73,12 +77,14 @@ def save_adapter(model: nn.Module, out_dir: PathLike, base_model_name_or_path: O
         chosen.add(path)
         tensors[f"{PEFT_PREFIX}{path}.lora_A.weight"] = layer.lora_A.detach().contiguous()
         tensors[f"{PEFT_PREFIX}{path}.lora_B.weight"] = layer.lora_B.detach().contiguous()
+        if isinstance(layer, DoRALinear):
+            tensors[f"{PEFT_PREFIX}{path}.lora_magnitude_vector"] = layer.lora_magnitude_vector.detach().contiguous()
     all_linear = [hf_module_path(model, n) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     family = model.cfg.family
     config = {
         "peft_type": "LORA",
         "task_type": task_type or TASK_TYPES.get(family),
-        "base_model_name_or_path": base_model_name_or_path or getattr(model, "source", {}).get("path"),
+        "base_model_name_or_path": base_model_name_or_path or (model.source.path if model.source is not None else None),
         "r": first.r,
         "lora_alpha": first.alpha,
         "lora_dropout": dropout,
@@ -89,7 +95,7 @@ def save_adapter(model: nn.Module, out_dir: PathLike, base_model_name_or_path: O
         "modules_to_save": None,
         "init_lora_weights": True,
         "inference_mode": True,
-        "use_dora": False,
+        "use_dora": isinstance(first, DoRALinear),
         "rank_pattern": {},
         "alpha_pattern": {},
     }
@@ -104,7 +110,6 @@ def _check_config(cfg: dict, source: Path) -> None:
     if cfg.get("peft_type") != "LORA":
         raise LightftError(f"{source}: peft_type is {cfg.get('peft_type')!r}; only LORA adapters can be loaded")
     unsupported = {
-        "use_dora": bool(cfg.get("use_dora")),
         "rank_pattern": bool(cfg.get("rank_pattern")),
         "alpha_pattern": bool(cfg.get("alpha_pattern")),
         "modules_to_save": bool(cfg.get("modules_to_save")),
@@ -133,7 +138,7 @@ def load_adapter(model: nn.Module, adapter_dir: PathLike) -> list[str]:
         raise LightftError(f"{folder}: missing {WEIGHTS}{hint}")
     family = family_for(model.cfg.hf_config)
     modules = dict(model.named_modules())
-    r = cfg["r"]
+    r, dora = cfg["r"], bool(cfg.get("use_dora"))
     found: dict[str, dict[str, torch.Tensor]] = {}
     with safe_open(str(weights), framework="pt", device="cpu") as f:
         for key in f.keys():
@@ -145,7 +150,10 @@ def load_adapter(model: nn.Module, adapter_dir: PathLike) -> list[str]:
                                    "model; the adapter was made for a different base model")
             linear = modules[name]
             tensor = f.get_tensor(key)
-            want = (r, linear.in_features) if m["ab"] == "A" else (linear.out_features, r)
+            if m["ab"] == "magnitude_vector" and not dora:
+                raise LightftError(f"{weights}: {key} is a DoRA magnitude, but {CONFIG} does not set use_dora")
+            want = {"A": (r, linear.in_features), "B": (linear.out_features, r),
+                    "magnitude_vector": (linear.out_features,)}[m["ab"]]
             if tuple(tensor.shape) != want:
                 raise LightftError(f"{weights}: {key} has shape {tuple(tensor.shape)} but this model needs "
                                    f"{want}; the adapter was made for a different base model "
@@ -153,15 +161,19 @@ def load_adapter(model: nn.Module, adapter_dir: PathLike) -> list[str]:
             found.setdefault(name, {})[m["ab"]] = tensor
     if not found:
         raise LightftError(f"{weights}: holds no LoRA tensors")
-    for name, pair in found.items():
-        if len(pair) != 2:
-            raise LightftError(f"{weights}: {name} has lora_{next(iter(pair))} but not its partner")
+    parts = {"A", "B", "magnitude_vector"} if dora else {"A", "B"}
+    for name, got in found.items():
+        if set(got) != parts:
+            missing = ", ".join(f"lora_{p}" for p in sorted(parts - set(got)))
+            raise LightftError(f"{weights}: {name} lacks {missing} (has {', '.join('lora_' + p for p in got)})")
     order = [n for n in modules if n in found]  # model order, not file order
     wrap_modules(model, order, r, float(cfg["lora_alpha"]), float(cfg.get("lora_dropout") or 0.0),
-                 bool(cfg.get("use_rslora")))
+                 bool(cfg.get("use_rslora")), dora=dora)
     with torch.no_grad():
         for name, layer in lora_layers(model):
             layer.lora_A.copy_(found[name]["A"])
             layer.lora_B.copy_(found[name]["B"])
+            if dora:
+                layer.lora_magnitude_vector.copy_(found[name]["magnitude_vector"])
     mark_trainable(model, "lora")
     return order

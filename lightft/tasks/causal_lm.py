@@ -1,15 +1,16 @@
 """Causal language modelling (`lm`, `instruct`): next-token loss on labelled positions only, perplexity.
 
 The backbone runs without its LM head (`return_logits=False`); hidden states are gathered at the
-positions whose next token has a label, and cross-entropy goes through `lm_head` in chunks whose
-gradients are taken in the same pass (`LinearCrossEntropy`), so full-vocabulary logits exist for at
-most `chunk` positions at a time — never for padding or prompt tokens — and are never recomputed. For `instruct` the labels
+positions whose next token has a label and only those go through `lm_head` and cross-entropy, so
+no logits are computed for padding or prompt tokens. With kernels on (`--kernels auto`) that loss
+is `lightft/kernels/cross_entropy.py`: the same sum in chunks, gradients taken in the same pass, so
+full-vocabulary logits exist for at most a chunk of positions at a time. For `instruct` the labels
 cover responses only, so loss and perplexity are response-token figures.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -17,76 +18,28 @@ from torch import nn
 from torchmetrics import SumMetric
 
 from lightft.errors import LightftError
-from lightft.train.module import TaskModule
-
-CHUNK = 256  # labelled positions per lm_head matmul (256 x 49k vocab: 25 MB of bf16 logits)
-ROWS = 32  # rows per softmax pass: 32 x 49k fp32 = 6 MB, so the passes over a row block stay in cache
-
-
-class LinearCrossEntropy(torch.autograd.Function):
-    """Summed cross-entropy of `hidden @ weightᵀ` by chunks of rows, gradients computed in the same pass.
-
-    d(sum of CE)/d(logits) = softmax − one-hot is known as soon as a chunk's logits are, so each chunk
-    turns its logits straight into the gradient w.r.t. `hidden` (N, H) — and w.r.t. `weight` when it
-    trains — and frees them. Backward only scales what forward kept: no second LM-head pass (what
-    activation checkpointing would cost) and never more than `chunk` rows of logits alive.
-
-    Speed: the matmuls are a third of the time; the rest is memory traffic over the (rows, vocab)
-    fp32 block (log-softmax, exp, the cast back). Running those passes on `ROWS` rows at a time keeps
-    each block in cache between passes, about 2x faster than whole-chunk passes on a 2-core CPU
-    (benchmarks/RESULTS.md, issue 7). Log-softmax in fp32 keeps the loss exact for any logit gap.
-    """
-
-    @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
-        for start in range(0, targets.numel(), chunk):
-            hc = hidden[start : start + chunk]
-            logits = F.linear(hc, weight)  # (n, vocab), in the matmul dtype (bf16 under autocast)
-            d = torch.empty_like(logits) if (need_h or need_w) else None  # d(sum CE)/d(logits)
-            n = logits.shape[0]
-            per_pass = ROWS if logits.device.type == "cpu" else n  # a GPU wants few large kernels instead
-            for row in range(0, n, per_pass):
-                end = min(row + per_pass, n)
-                yc = targets[start + row : start + end]
-                picked = torch.arange(end - row, device=yc.device)
-                logp = torch.log_softmax(logits[row:end], dim=-1, dtype=torch.float32)  # (rows, vocab)
-                total -= logp[picked, yc].sum()
-                if d is not None:
-                    probs = logp.exp_()  # softmax, in place
-                    probs[picked, yc] -= 1.0
-                    d[row:end] = probs  # cast to the logits dtype
-            if need_h:
-                grad_h[start : start + chunk] = (d @ weight.to(d.dtype)).to(hidden.dtype)
-            if need_w:
-                grad_w += (d.t() @ hc.to(d.dtype)).float()
-        ctx.save_for_backward(grad_h, grad_w)
-        ctx.weight_dtype = weight.dtype
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        grad_h, grad_w = ctx.saved_tensors
-        gh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
-        gw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
-        return gh, gw, None, None
+from lightft.kernels import enabled as kernels_enabled
+from lightft.kernels.cross_entropy import CHUNK, linear_cross_entropy
+from lightft.tasks.module import TaskModule
 
 
 def next_token_nll(lm_head: nn.Linear, hidden: torch.Tensor, labels: torch.Tensor,
-                   chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+                   chunk: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of next-token NLL, number of labelled tokens) for hidden (B, T, H) and labels (B, T).
 
     Position t predicts labels[t + 1]; positions whose next label is -100 are never projected.
+    `chunk`: take the kernel, `chunk` labelled positions per LM-head matmul (the same values; see the
+    module docstring); None: the plain lm_head + cross-entropy.
     """
     assert lm_head.bias is None, "LM heads have no bias in the supported families"
     targets = labels[:, 1:]  # (B, T-1)
     keep = targets != -100
     h = hidden[:, :-1][keep]  # (N, H): only the labelled positions
     y = targets[keep]  # (N,)
-    total = LinearCrossEntropy.apply(h, lm_head.weight, y, chunk)
+    if chunk is not None:
+        total = linear_cross_entropy(h, lm_head.weight, y, chunk)
+    else:
+        total = F.cross_entropy(lm_head(h).float(), y, reduction="sum")  # (N, V) logits, fp32 softmax
     return total, torch.tensor(y.numel(), device=hidden.device)
 
 
@@ -108,7 +61,8 @@ class CausalLMModule(TaskModule):
         out = self.backbone(batch["input_ids"], attention_mask=batch.get("attention_mask"),
                             position_ids=batch.get("position_ids"), segment_ids=batch.get("segment_ids"),
                             return_logits=False)
-        nll, n = next_token_nll(self.backbone.lm_head, out.hidden_states, batch["labels"])
+        nll, n = next_token_nll(self.backbone.lm_head, out.hidden_states, batch["labels"],
+                                chunk=CHUNK if kernels_enabled(self.backbone) else None)
         return {"nll_sum": nll, "n_tokens": n}
 
     def loss(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> torch.Tensor:

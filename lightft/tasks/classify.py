@@ -10,15 +10,23 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from lightft.train.module import LinearHead, TaskModule, pool
+from lightft.tasks.heads import LinearHead, pool
+from lightft.tasks.module import TaskModule
 
 
 class ClassificationModule(TaskModule):
     task = "classify"
     monitor, monitor_mode = "val_accuracy", "max"
 
-    def build_head(self, label_names: list[str], pooling: Optional[str] = None) -> nn.Module:
+    def build_head(self, label_names: list[str], pooling: Optional[str] = None,
+                   head_bias: Optional[bool] = None) -> nn.Module:
         cfg = self.backbone.cfg
+        if head_bias is None:
+            # A decoder's head has no bias, like transformers' *ForSequenceClassification `score`, so its
+            # export loads there exactly. Runs saved before `head_bias` was recorded (they name their
+            # pooling) kept a bias on every family.
+            head_bias = not cfg.causal if pooling is None else True
+        self.task_args["head_bias"] = head_bias
         pooling = pooling or self.opts.pooling
         if pooling == "auto":
             pooling = "last" if cfg.causal else ("pooler" if cfg.pooler else "cls")
@@ -30,7 +38,7 @@ class ClassificationModule(TaskModule):
                                      "macro_f1": MulticlassF1Score(n, average="macro")})
             for stage in ("val", "test")
         })
-        return LinearHead(cfg.hidden_size, n, self.opts.classifier_dropout)
+        return LinearHead(cfg.hidden_size, n, self.opts.classifier_dropout, bias=head_bias)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         out = self.backbone(batch["input_ids"], attention_mask=batch["attention_mask"],

@@ -1,9 +1,10 @@
 """Masked-LM continued pretraining of a BERT-family encoder: BERT's prediction head, loss, perplexity.
 
 The head is BERT's `cls.predictions`: dense -> activation -> LayerNorm -> decoder tied to the input
-embeddings (+ bias). The model files skip `cls.*` keys (model code knows no tasks), so this module
-reads them itself from the base checkpoint's safetensors when they are there; otherwise the head
-is freshly initialised (the decoder is always the embedding matrix, as in BERT). Logits are only
+embeddings (+ bias). The model skips `cls.*` keys (model code knows no tasks); the bert key map
+names them `mlm_head.*`, and this module reads them through it (`checkpoint.read_extra_weights`)
+when the base checkpoint has them; otherwise the head is freshly initialised (the decoder is
+always the embedding matrix, as in BERT). Logits are only
 computed at the masked positions: the vocabulary projection is the costly part and the other
 positions carry no label. The run's backbone weights then feed `lightft train qa --init RUN`
 (the head is left behind: it belongs to another task).
@@ -19,19 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import SumMetric
 
-from lightft.checkpoint import _open, weight_files
+from lightft.checkpoint import read_extra_weights
+from lightft.config import ModelConfig
 from lightft.errors import LightftError
+from lightft.families import family_for
 from lightft.model import ACTIVATIONS, Transformer
-from lightft.train.module import TaskModule
+from lightft.tasks.module import TaskModule
 
-# our head parameter -> BERT checkpoint key (BertForMaskedLM / BertForPreTraining layout)
-HF_HEAD_KEYS = {
-    "dense.weight": "cls.predictions.transform.dense.weight",
-    "dense.bias": "cls.predictions.transform.dense.bias",
-    "norm.weight": "cls.predictions.transform.LayerNorm.weight",
-    "norm.bias": "cls.predictions.transform.LayerNorm.bias",
-    "bias": "cls.predictions.bias",
-}
+NAMESPACE = "mlm_head."  # where the bert key map puts cls.predictions.* (lightft/families/bert.py)
 
 
 class MLMHead(nn.Module):
@@ -52,26 +48,24 @@ class MLMHead(nn.Module):
         return x @ embeddings.t() + self.bias  # (M, V)
 
 
-def load_pretrained_head(head: MLMHead, model_dir: str) -> bool:
+def load_pretrained_head(head: MLMHead, model_dir: str, cfg: ModelConfig) -> bool:
     """Copy `cls.predictions.*` from the checkpoint into `head`; False when the checkpoint has none."""
-    found: dict[str, torch.Tensor] = {}
-    for file in weight_files(model_dir):
-        with _open(file) as f:
-            keys = set(f.keys())
-            for ours, theirs in HF_HEAD_KEYS.items():
-                for key in (theirs, "bert." + theirs):
-                    if key in keys:
-                        found[ours] = f.get_tensor(key)
+    found = read_extra_weights(model_dir, NAMESPACE)
     if not found:
         return False
-    missing = sorted(set(HF_HEAD_KEYS) - set(found))
+    own = head.state_dict()
+    key_map = family_for(cfg.hf_config).KEY_MAP
+
+    def theirs(name: str) -> str:  # the checkpoint's name of a head tensor, for messages
+        return key_map.to_checkpoint(NAMESPACE + name)[0]
+
+    missing = sorted(set(own) - set(found))
     if missing:
         raise LightftError(f"{model_dir}: the checkpoint has a partial MLM head (missing "
-                           f"{', '.join(HF_HEAD_KEYS[k] for k in missing)}); re-export it")
-    own = head.state_dict()
+                           f"{', '.join(theirs(k) for k in missing)}); re-export it")
     for k, v in found.items():
         if own[k].shape != v.shape:
-            raise LightftError(f"{model_dir}: {HF_HEAD_KEYS[k]} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
+            raise LightftError(f"{model_dir}: {theirs(k)} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
     head.load_state_dict({k: v.to(own[k].dtype) for k, v in found.items()})
     return True
 
@@ -85,7 +79,7 @@ class MLMModule(TaskModule):
             raise LightftError("mlm needs an encoder (BERT family); for decoders use `lightft train lm`")
         head = MLMHead(self.backbone)
         if model_dir is not None:
-            self.task_args["pretrained_head"] = load_pretrained_head(head, model_dir)
+            self.task_args["pretrained_head"] = load_pretrained_head(head, model_dir, self.backbone.cfg)
         # masked-token loss sum and count; torchmetrics sums them over ranks
         self.metrics = nn.ModuleDict({stage: nn.ModuleDict({"nll": SumMetric(), "tokens": SumMetric()})
                                       for stage in ("val", "test")})

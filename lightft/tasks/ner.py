@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
-from lightft.train.module import LinearHead, TaskModule
+from lightft.tasks.heads import LinearHead
+from lightft.tasks.module import TaskModule
 
 Span = tuple[str, int, int]  # (type, first word, end word exclusive)
 

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightft.data.qa import question_groups
+from lightft.question_ids import question_groups
 from lightft.tasks.qa_metrics import factoid_metrics, normalize_answer, squad_metrics
-from lightft.train.module import TaskModule
+from lightft.tasks.module import TaskModule
 
 Window = dict[str, Any]  # one window's logits over its context tokens + what maps them back to text
 

@@ -1,11 +1,13 @@
-"""Lightning callbacks: real-token throughput and MFU in the progress bar and CSV log; the data position for resume."""
+"""Lightning callbacks: real-token throughput and MFU in the progress bar and CSV log; the data position for resume;
+validation and a progress total that respect --max-steps."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
 import torch
 from torch import nn
 
@@ -61,7 +63,8 @@ class Throughput(L.Callback):
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         precision = str(trainer.precision)
         dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision) or next(
-            (m.weight.dtype for m in module.modules() if isinstance(m, nn.Linear)), torch.float32)
+            (m.weight.dtype for m in module.modules() if isinstance(m, nn.Linear) and m.weight is not None),
+            torch.float32)
         self.peak_gflops = matmul_peak(dtype, seconds=self.peak_seconds, device=module.device)
 
     # --- counting -----------------------------------------------------------------------------
@@ -175,3 +178,26 @@ class DataPosition(L.Callback):
         if self._restored is not None and (loader := self._loader()) is not None:
             loader.load_state_dict(self._restored)  # applied when the next epoch's iterator starts
         self._restored = None
+
+
+class ValidateAtMaxSteps(L.Callback):
+    """With --max-steps shorter than an epoch, Lightning stops without validating, so no best checkpoint
+    is chosen. Asking it to stop at the last step instead makes its loop validate first (as it does
+    for early stopping), and the best checkpoint is written as the README promises."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
+class StepBoundProgressBar(TQDMProgressBar):
+    """The progress bar's total (and so its ETA) counts the batches --max-steps leaves, not the whole epoch."""
+
+    @property
+    def total_train_batches(self) -> Union[int, float]:
+        total = super().total_train_batches
+        trainer = self.trainer
+        if trainer.max_steps > 0:
+            total = min(total, (trainer.max_steps - trainer.global_step) * trainer.accumulate_grad_batches)
+        return total

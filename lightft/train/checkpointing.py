@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import os
-import pickle
 import random
 from pathlib import Path
 from typing import Any, Optional
@@ -25,45 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lightft.errors import LightftError
-
-LAST, BEST = "last.ckpt", "best.ckpt"
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    except OSError:
-        pass
-
-
-def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """A Lightning checkpoint loaded with weights_only=True; refusals and damage are one-line errors.
-    `mmap=True` checks a checkpoint cheaply (tensors are mapped, not read)."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except FileNotFoundError:
-        raise LightftError(f"{path}: checkpoint not found") from None
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LightftError(f"{path}: refusing to load: the checkpoint holds more than tensors and plain values "
-                           f"({first[:160]})") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise LightftError(f"{path}: damaged checkpoint ({str(e).splitlines()[0][:160]})") from None
-
+from lightft.runs.checkpoint_file import LAST, atomic_torch_save, load_checkpoint_file
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO with atomic saves and weights-only loads (see the module docstring)."""

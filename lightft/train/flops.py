@@ -65,7 +65,9 @@ def matmul_weights(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, to
     ones once) and each LoRA layer's A and B factors."""
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
-            yield m, m.weight, False
+            # a quantised base (QLoRA) has no `weight`: a meta tensor of its shape stands in (only its size counts)
+            w = m.weight if m.weight is not None else torch.empty(m.out_features, m.in_features, device="meta")
+            yield m, w, False
         a, b = getattr(m, "lora_A", None), getattr(m, "lora_B", None)
         if isinstance(a, torch.nn.Parameter) and isinstance(b, torch.nn.Parameter):
             yield m, a, True

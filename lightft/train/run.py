@@ -1,9 +1,10 @@
-"""The train / eval / predict flows every task shares (the run folder itself: lightft/train/rundir.py)."""
+"""Training with Lightning: the flow every task shares (the run folder itself: lightft/runs/folder.py;
+evaluating and predicting with a finished run: lightft/evaluate.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -12,18 +13,21 @@ import lightning as L
 import torch
 
 from lightft import __version__
-from lightft.checkpoint import load_model, write_atomic_json
+from lightft.checkpoint import write_atomic_json
 from lightft.errors import LightftError
 from lightft.options import Options
-from lightft.tasks import get_task
+from lightft.runs.backbone import load_backbone, prepare_backbone
+from lightft.runs.checkpoint_file import BEST, LAST, load_checkpoint_file
+from lightft.runs.folder import (RUN_FILE, WEIGHTS_FILE, check_train_options, is_run_dir, keep_earlier_log,
+                                 prepare_run_dir, read_run, save_weights)
+from lightft.runs.load import chain_state, init_source
+from lightft.tasks.module import TaskModule
 from lightft.tokenizer import load_tokenizer
-from lightft.train.callbacks import DataPosition, Throughput
-from lightft.train.checkpointing import (BEST, LAST, AtomicCheckpointIO, PeriodicCheckpoint, RngState,
-                                         load_checkpoint_file)
+from lightft.train.callbacks import DataPosition, StepBoundProgressBar, Throughput, ValidateAtMaxSteps
+from lightft.train.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, RngState
 from lightft.train.distributed import build_strategy, children_see_prepared, prepared_by_parent, rank_zero_first
-from lightft.train.module import TaskModule, prepare_backbone
-from lightft.train.rundir import (RUN_FILE, WEIGHTS_FILE, check_train_options, is_run_dir,  # noqa: F401
-                                  keep_earlier_log, prepare_run_dir, read_run, read_weights, save_weights)
+from lightft.train.registry import get_task
+from lightft.train.report_files import data_record, write_extras
 
 def seed_everything(seed: int) -> None:
     L.seed_everything(seed, workers=True, verbose=False)
@@ -42,27 +46,22 @@ def base_model_dir(model: Optional[str]) -> str:
 
 
 def build_module(task: str, base_dir: str, opts: Options, task_args: dict[str, Any]) -> TaskModule:
+    """A task module on a freshly loaded base model: adapters set up, head freshly initialised."""
     spec = get_task(task)
-    backbone = load_model(base_dir, dtype=opts.dtype)
+    backbone = load_backbone(base_dir, opts)
     torch.manual_seed(opts.seed)  # LoRA and head initialisation are reproducible
     prepare_backbone(backbone, opts)
-    module = spec.module(backbone, opts, **task_args)
-    return module
+    return spec.module(backbone, opts, **task_args)
 
 
-def load_run_module(run_dir: str, overrides: Optional[dict[str, Any]] = None) -> tuple[TaskModule, dict[str, Any]]:
-    """Rebuild a trained module from its run folder (base weights + trained tensors)."""
-    info = read_run(run_dir)
-    opts = Options.from_dict({**info["options"], **(overrides or {})}, f"{run_dir}/{RUN_FILE}")
-    module = build_module(info["task"], info["base_model"], opts, info.get("task_state", {}))
-    parent = init_source(info["options"])
-    if parent:  # tensors this run did not train came from the run it started from
-        init_weights(module, parent)
-    weights = Path(run_dir) / WEIGHTS_FILE
-    if not weights.is_file():
-        raise LightftError(f"{run_dir}: no {WEIGHTS_FILE}; the run did not finish (resume it with --resume)")
-    module.load_trainable(read_weights(weights), str(weights))
-    return module, info
+def apply_init_run(module: TaskModule, run_dir: str) -> None:
+    """--init: lay an earlier run's trained tensors (and those of its own chain) over `module`.
+
+    Head tensors of another task or shape stay fresh (reported); a LoRA run continues the same
+    adapter when the targets and rank match (see README, transfer learning).
+    """
+    shapes = {k: v.shape for k, v in module.state_dict().items()}
+    module.load_trainable(chain_state(run_dir, module.task, shapes), f"{run_dir}/{WEIGHTS_FILE}")
 
 
 def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str, for_training: bool) -> L.Trainer:
@@ -82,8 +81,18 @@ def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str
             DataPosition(),
             LearningRateMonitor(logging_interval="step"),
             Throughput(window=max(1, opts.log_every)),
+            ValidateAtMaxSteps(),
         ]
-        logger = CSVLogger(save_dir=str(run_dir), name="logs", version="")
+        if opts.progress:
+            callbacks.append(StepBoundProgressBar())
+        logger = [CSVLogger(save_dir=str(run_dir), name="logs", version="")]  # plot and report read its CSV
+        if opts.logger == "tensorboard":  # event files in RUN/logs/tensorboard, beside the CSV
+            if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+                raise LightftError("--logger tensorboard needs the tensorboard package: pip install tensorboard")
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            logger.append(TensorBoardLogger(save_dir=str(run_dir / "logs"), name="tensorboard", version="",
+                                            default_hp_metric=False))
     devices: Any = opts.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
@@ -117,7 +126,7 @@ def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str
                            f"--precision {opts.precision}: {first}") from None
 
 
-def _jsonable(metrics: dict[str, Any]) -> dict[str, float]:
+def jsonable(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in metrics.items()}
 
 
@@ -148,7 +157,7 @@ def train(task: str, opts: Options) -> dict[str, Any]:
             module = build_module(task, base_dir, opts, dm.task_args())
             init = init_source(opts.to_dict())
             if init:
-                init_weights(module, init)
+                apply_init_run(module, init)
         except BaseException:
             if owner and not opts.resume:
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-written on bad input
@@ -159,7 +168,7 @@ def train(task: str, opts: Options) -> dict[str, Any]:
                 keep_earlier_log(run_dir)
             else:
                 info = {"task": task, "base_model": str(Path(base_dir).resolve()), "lightft_version": __version__,
-                        "options": opts.to_dict(), "task_state": module.task_state(), "data": dm.stats,
+                        "options": opts.to_dict(), "task_state": module.task_state(), "data": data_record(dm),
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
             write_atomic_json(run_dir / RUN_FILE, info)
     start = time.perf_counter()
@@ -176,99 +185,16 @@ def train(task: str, opts: Options) -> dict[str, Any]:
     best_ckpt = load_checkpoint_file(best) if best.is_file() else None
     last_val = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
     if best_ckpt is not None and best_ckpt.get("global_step") == trainer.global_step and last_val:
-        metrics = _jsonable(last_val)  # the best weights are the final ones, validated a moment ago
+        metrics = jsonable(last_val)  # the best weights are the final ones, validated a moment ago
     else:
         if best_ckpt is not None:
             module.load_trainable(best_ckpt["state_dict"], str(best))
-        metrics = _jsonable(trainer.validate(module, datamodule=dm, verbose=False)[0])
+        metrics = jsonable(trainer.validate(module, datamodule=dm, verbose=False)[0])
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
     metrics.update({"train_seconds": round(train_seconds, 1), "steps": trainer.global_step,
                     **(throughput.summary(trainer) if throughput else {})})
     if trainer.is_global_zero:
-        save_weights(module, run_dir / WEIGHTS_FILE)
+        save_weights(module.trainable_state_dict(), run_dir / WEIGHTS_FILE)
         write_atomic_json(run_dir / "metrics.json", metrics)
+        write_extras(run_dir, module, dm, tokenizer, trainer)
     return metrics
-
-
-def init_source(options: dict[str, Any]) -> Optional[str]:
-    """The run whose weights a run started from: --init, or a run folder given as --model."""
-    return options.get("init") or (options.get("model") if is_run_dir(options.get("model")) else None)
-
-
-def init_weights(module: TaskModule, run_dir: str) -> None:
-    """--init: copy an earlier run's trained tensors; head tensors of another shape stay fresh (reported).
-
-    A run of another task (e.g. mlm -> qa) gives only its backbone: its head belongs to that task.
-    The earlier run's own start is applied first, so a chain (mlm -> squad -> bioasq) arrives whole
-    even where a step saved only its trainable tensors (a LoRA step after a --full one). A LoRA
-    run continues the same adapter when the targets and rank match (see README, transfer learning).
-    """
-    if not is_run_dir(run_dir):
-        raise LightftError(f"--init {run_dir}: not a run folder (no {RUN_FILE})")
-    parent = init_source(read_run(run_dir)["options"])
-    if parent:
-        init_weights(module, parent)
-    state = read_weights(Path(run_dir) / WEIGHTS_FILE)
-    own = module.state_dict()
-    other_task = read_run(run_dir)["task"] != module.task
-    skipped = [k for k, v in state.items() if k.startswith("head.")
-               and (other_task or (k in own and own[k].shape != v.shape))]
-    state = {k: v for k, v in state.items() if k not in skipped}
-    module.load_trainable(state, f"{run_dir}/{WEIGHTS_FILE}")
-    if skipped:
-        print(f"[init] head tensors of another task or shape left freshly initialised: {', '.join(skipped)}",
-              file=sys.stderr)
-
-
-def module_for(task: str, model: str, opts: Options) -> tuple[TaskModule, Any, dict[str, Any]]:
-    """A module for eval/predict: a trained run folder, or a base model with a fresh head."""
-    if is_run_dir(model):
-        module, info = load_run_module(model, {"progress": opts.progress, "batch_size": opts.batch_size,
-                                               "eval_batch_size": opts.eval_batch_size, "precision": opts.precision})
-        if info["task"] != task:
-            raise LightftError(f"{model}: this run was trained for task {info['task']!r}, not {task!r}")
-        return module, load_tokenizer(info["base_model"]), Options.from_dict(info["options"])
-    return None, load_tokenizer(model), opts
-
-
-def eval_options(run_opts: Options, opts: Options, progress: bool) -> Options:
-    """The run's own options with this command's batch sizes, format and --limit-val.
-
-    --limit-val comes from the command only (default: every record): a run trained with
-    --limit-val must not silently evaluate or predict a subset of another file.
-    """
-    return Options.from_dict({**run_opts.to_dict(), "batch_size": opts.batch_size,
-                              "eval_batch_size": opts.eval_batch_size, "limit_val": opts.limit_val,
-                              "progress": progress, "format": opts.format or run_opts.format})
-
-
-def evaluate(task: str, model: str, data: str, opts: Options) -> dict[str, float]:
-    """Metrics of a run (or of a base model with an untrained head, as a 'before' figure) on `data`."""
-    spec = get_task(task)
-    seed_everything(opts.seed)
-    module, tokenizer, run_opts = module_for(task, model, opts)
-    eval_opts = eval_options(run_opts, opts, opts.progress)
-    task_state = module.task_state() if module is not None else {}
-    dm = spec.datamodule(tokenizer, eval_opts, eval_file=data, **spec.datamodule.eval_args(task_state))
-    dm.prepare_data()
-    dm.setup("test")
-    if module is None:
-        module = build_module(task, model, opts, dm.task_args())
-    trainer = make_trainer(eval_opts, None, module.monitor, module.monitor_mode, for_training=False)
-    results = trainer.test(module, datamodule=dm, verbose=False)[0]
-    return {k.removeprefix("test_"): v for k, v in _jsonable(results).items()}
-
-
-def predict(task: str, model: str, data: str, opts: Options) -> list[dict[str, Any]]:
-    spec = get_task(task)
-    module, tokenizer, run_opts = module_for(task, model, opts)
-    if module is None:
-        raise LightftError(f"{model}: predict needs a trained run folder (lightft train {task} ... --out RUN)")
-    eval_opts = eval_options(run_opts, opts, progress=False)
-    dm = spec.datamodule(tokenizer, eval_opts, eval_file=data, **spec.datamodule.eval_args(module.task_state()))
-    dm.prepare_data()
-    dm.setup("predict")
-    trainer = make_trainer(eval_opts, None, module.monitor, module.monitor_mode, for_training=False)
-    batches = trainer.predict(module, datamodule=dm)
-    return [rec for batch in batches for rec in batch]
-

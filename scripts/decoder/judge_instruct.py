@@ -134,8 +134,9 @@ def passes(answer: str, checks: list[dict[str, Any]]) -> bool:
 def answer_prompts(model: str, prompts: list[dict[str, Any]], max_new_tokens: int, dtype: str,
                    batch_size: int) -> list[dict[str, Any]]:
     from lightft.generate import SamplingOptions, generate_text, load_for_generation
+    from lightft.named_models import resolve_model
 
-    lm, tokenizer, template = load_for_generation(model, dtype)
+    lm, tokenizer, template = load_for_generation(resolve_model(model), dtype)  # a folder, run or name
     opts = SamplingOptions(max_new_tokens=max_new_tokens)
     gens = generate_text(lm, tokenizer, [p["prompt"] for p in prompts], opts, template, batch_size)
     return [{"id": p["id"], "prompt": p["prompt"], "answer": g.text, "finish_reason": g.finish_reason,

@@ -5,14 +5,15 @@
 #   scripts/decoder/medical_lm.sh [more lightft train flags]     (env: scripts/recipe_env.sh; OUT=<run folder>)
 source "$(dirname "$0")/../recipe_env.sh"
 TOML=scripts/decoder/medical-lm.toml
-MED=$(split_dir medical_abstracts); MODEL=$(smollm2)
+MED=$(split_dir medical_abstracts); MODEL=$SMOLLM2
 OUT=${OUT:-runs/medical-lm-seed$SEED}
+guard_out "$OUT"
 mkdir -p "$BASE"
 if [[ ! -f "$BASE/medical-lm.json" ]]; then
   python -m lightft eval lm --model "$MODEL" --data "$MED/validation.txt" --doc-per-line \
-    --max-length "$(toml_get $TOML max_length)" --no-progress "${INFER_DTYPE[@]}" --metrics-out "$BASE/medical-lm.json"
+    --max-length "$(toml_get $TOML max_length)" --no-progress ${INFER_DTYPE[@]+"${INFER_DTYPE[@]}"} --metrics-out "$BASE/medical-lm.json"
 fi
 python -m lightft train lm --config $TOML --model "$MODEL" --train "$MED/train.txt" --val "$MED/validation.txt" \
-  --out "$OUT" --overwrite --seed "$SEED" --threads "$THREADS" "${DECODER_PRECISION[@]}" "$@"
+  --out "$OUT" ${REPLACE[@]+"${REPLACE[@]}"} --seed "$SEED" --threads "$THREADS" ${DECODER_PRECISION[@]+"${DECODER_PRECISION[@]}"} "$@"
 python -c 'import json, sys; b, a = (json.load(open(f)) for f in sys.argv[1:]); print(f"held-out perplexity {b[\"perplexity\"]:.2f} -> {a[\"val_perplexity\"]:.2f} ({100 * (a[\"val_perplexity\"] / b[\"perplexity\"] - 1):+.1f} %)")' \
   "$BASE/medical-lm.json" "$OUT/metrics.json"

@@ -1,4 +1,5 @@
-"""The run folder: validating --out / --resume / --overwrite before anything is written, and its files.
+"""The run folder: validating --out / --resume / --overwrite before anything is written, and its files
+(no Lightning here: inference reads run folders through this layer).
 
 A run folder holds: run.json (task, resolved options, base model, task state such as label names),
 weights.safetensors (trainable tensors: LoRA factors + head, or everything under --full),
@@ -7,6 +8,7 @@ checkpoints/ (`last.ckpt` and `best.ckpt`), logs/metrics.csv and metrics.json.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -17,8 +19,8 @@ from safetensors.torch import load_file
 
 from lightft.checkpoint import read_json, write_atomic_safetensors
 from lightft.errors import LightftError
-from lightft.options import Options
-from lightft.train.checkpointing import LAST, load_checkpoint_file
+from lightft.options import LoraOptions, Options, flag, resume_must_match
+from lightft.runs.checkpoint_file import LAST, load_checkpoint_file
 
 RUN_FILE, WEIGHTS_FILE = "run.json", "weights.safetensors"
 
@@ -33,16 +35,6 @@ def read_run(run_dir: str) -> dict[str, Any]:
         if key not in info:
             raise LightftError(f"{run_dir}/{RUN_FILE}: missing key {key!r}; the run folder is damaged")
     return info
-
-
-# Options a resumed run must share with the run it continues (anything else may change, e.g. --progress).
-RESUME_MUST_MATCH = ("model", "train", "val", "init", "lora", "lora_r", "lora_alpha", "lora_targets", "rslora",
-                     "freeze", "batch_size", "grad_accum", "seed", "max_length", "overlong", "format",
-                     "text_column", "pair_column", "label_column", "val_fraction", "group_by_length",
-                     "limit_train", "dtype", "schedule", "warmup", "weight_decay", "lr", "head_lr", "num_nodes")
-
-
-LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "rslora")
 
 
 def check_train_options(opts: Options) -> None:
@@ -62,11 +54,15 @@ def check_train_options(opts: Options) -> None:
         raise LightftError("nothing to train: set --epochs or --max-steps to at least 1")
     if opts.train is None:
         raise LightftError("--train is required: the training data file")
+    if opts.quantize != "none" and not opts.lora:
+        raise LightftError(f"--quantize {opts.quantize} stores the frozen base in 4 bits for LoRA (QLoRA); --full "
+                           "trains every weight and needs them in full precision: drop --quantize or use --lora")
+    if opts.dora and opts.freeze == "backbone":
+        raise LightftError("--dora trains LoRA layers, but --freeze backbone trains the head only: drop one of them")
     if not opts.lora:
-        defaults = Options()
-        given = [k for k in LORA_ONLY if getattr(opts, k) != getattr(defaults, k)]
+        given = [f.name for f in LoraOptions.own_fields() if getattr(opts, f.name) != f.default]
         if given:
-            raise LightftError(f"--{given[0].replace('_', '-')} has no effect with --full (it sets up LoRA); "
+            raise LightftError(f"{flag(given[0])} has no effect with --full (it sets up LoRA); "
                                "drop it, or train with --lora")
 
 
@@ -78,14 +74,7 @@ def prepare_run_dir(opts: Options) -> Path:
     if opts.resume:
         if not is_run_dir(opts.out) or not (out / "checkpoints" / LAST).is_file():
             raise LightftError(f"{out}: nothing to resume (no run.json and checkpoints/{LAST}); drop --resume")
-        saved = read_run(opts.out)["options"]
-        now = opts.to_dict()
-        changed = [k for k in RESUME_MUST_MATCH if k in saved and saved[k] != now[k]]
-        if changed:
-            k = changed[0]
-            raise LightftError(f"{out}: --resume with --{k.replace('_', '-')} {now[k]!r}, but the run was started with "
-                               f"{saved[k]!r}; resume with the options of the run ({len(changed)} differ: "
-                               f"{', '.join(changed)})")
+        check_resume_matches(read_run(opts.out)["options"], opts, out)
         load_checkpoint_file(out / "checkpoints" / LAST, mmap=True)  # refused / damaged: stop before any change
         return out
     if out.exists() and any(out.iterdir()):
@@ -99,6 +88,19 @@ def prepare_run_dir(opts: Options) -> Path:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def check_resume_matches(saved: dict[str, Any], opts: Options, out: Path) -> None:
+    """A resume must use every option that shapes the data or the training trajectory as the run did
+    (the fields marked `resume` in lightft/options.py); an option the run predates counts at its default."""
+    now = opts.to_dict()
+    defaults = {f.name: f.default for f in dataclasses.fields(Options)}
+    changed = [k for k in resume_must_match() if saved.get(k, defaults[k]) != now[k]]
+    if changed:
+        k = changed[0]
+        raise LightftError(f"{out}: --resume with {flag(k)} {now[k]!r}, but the run was started with "
+                           f"{saved.get(k, defaults[k])!r}; resume with the options of the run ({len(changed)} "
+                           f"differ: {', '.join(changed)})")
 
 
 def keep_earlier_log(run_dir: Path) -> None:
@@ -120,6 +122,6 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
                            "the file is truncated or corrupt") from None
 
 
-def save_weights(module: Any, path: Path) -> None:
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     """The trainable tensors as safetensors, written atomically."""
-    write_atomic_safetensors(path, {k: v.detach().cpu().contiguous() for k, v in module.trainable_state_dict().items()})
+    write_atomic_safetensors(path, {k: v.detach().cpu().contiguous() for k, v in state.items()})

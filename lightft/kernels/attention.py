@@ -1,4 +1,8 @@
-"""Causal self-attention for bf16 training on CPU: SDPA's flash forward with a blocked-matmul backward.
+"""Causal self-attention kernels: a blocked-matmul backward for bf16 CPU training; no mask for right padding.
+
+Equals: `lightft.model.sdpa_attention` and `lightft.model.build_mask` at every real position
+(tests/test_kernel_attention.py compares outputs and gradients with SDPA's autograd; tests/
+test_kernels_switch.py a whole training step per family).
 
 Why: PyTorch's CPU flash-attention backward does not use the bf16 matrix units well — for SmolLM2's
 shape (8 × 512 tokens, 9 query / 3 key-value heads of 64) it takes about 6x its forward and was
@@ -20,7 +24,12 @@ Packed rows (several documents per row, attending only within their own document
 forward hands it to the flash kernel as a 0 / −inf bias and backward multiplies each block of P by it.
 
 Used only where it wins: bf16, CPU, causal, no attention dropout, query length = key length
-(training); everything else goes to `F.scaled_dot_product_attention`.
+(training); everything else goes to the reference `sdpa_attention`.
+
+Right-padded causal batches (`right_padded_mask`): real tokens never see the pads that follow them
+under a causal mask, so plain causal attention, with no mask at all, gives the same outputs at every
+real position (pad positions are ignored by every loss and metric), and is much faster than an
+explicit mask; it also lets the blocked backward skip multiplying by the mask.
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
+
+from lightft.config import ModelConfig
+from lightft.model import build_mask, sdpa_attention
 
 BLOCK_ROWS = 128  # query rows per backward block
 BLOCK_ELEMENTS = 1 << 24  # cap on one block's (rows x keys) score elements, batch rows grouped to fit
@@ -103,7 +114,7 @@ def causal_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
 
 
 def blocked_backward_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> bool:
-    """True where `causal_attention` takes the hand-written backward (see the module docstring)."""
+    """True where `attend` takes the hand-written backward (see the module docstring)."""
     return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout == 0.0 and torch.is_grad_enabled()
             and (q.requires_grad or k.requires_grad or v.requires_grad) and q.shape[2] == k.shape[2]
             and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
@@ -117,14 +128,24 @@ def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return _CausalAttention.apply(q, k, v, allowed)
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0,
-                     allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Causal attention of q (B, H, T, hd) over k, v (B, KV, T, hd), KV dividing H.
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor], dropout: float,
+           causal: bool) -> torch.Tensor:
+    """`sdpa_attention` (same arguments) with the blocked backward where it applies (see the module docstring).
 
-    `allowed`: a boolean (B or 1, 1, T, T) mask, True = may attend, that already includes the causal
-    mask (packed documents, padding); None = plain causal.
+    A causal model's mask with T == S already holds the causal rule, so it is the blocked kernel's `allowed`.
     """
-    if blocked_backward_applies(q, k, v, dropout):
-        return _blocked_attention(q, k, v, allowed)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, is_causal=allowed is None,
-                                          enable_gqa=k.shape[1] != q.shape[1])
+    if causal and blocked_backward_applies(q, k, v, dropout):
+        return _blocked_attention(q, k, v, mask)
+    return sdpa_attention(q, k, v, mask, dropout, causal)
+
+
+def right_padded_mask(cfg: ModelConfig, attention_mask: Optional[torch.Tensor], segment_ids: Optional[torch.Tensor],
+                      T: int, S: int, device: torch.device) -> Optional[torch.Tensor]:
+    """`build_mask` (same arguments), but None (plain causal) for right-padded causal batches.
+
+    Checking that the padding is on the right reads one flag back from the device: one host sync per forward.
+    """
+    if (cfg.causal and segment_ids is None and T == S and attention_mask is not None
+            and bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())):
+        return None
+    return build_mask(cfg, attention_mask, segment_ids, T, S, device)

@@ -8,7 +8,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from lightft.options import Options
+from lightft.options import OptimOptions
 
 
 def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float, lr: float,
@@ -44,16 +44,18 @@ def lr_lambda(total_steps: int, warmup: float, schedule: str):
     return f
 
 
-def build_optimizer(module: nn.Module, opts: Options, total_steps: int, head_names: set[str]):
-    groups = parameter_groups(module.named_parameters(), opts.weight_decay, opts.resolved_lr(), head_names, opts.head_lr)
+def build_optimizer(module: nn.Module, opts: OptimOptions, lr: float, total_steps: int, head_names: set[str]):
+    """AdamW at peak `lr` over the trainable parameters (see parameter_groups), with the warm-up / decay
+    schedule of `opts`."""
+    groups = parameter_groups(module.named_parameters(), opts.weight_decay, lr, head_names, opts.head_lr)
     if not groups:
         raise AssertionError("no trainable parameters")
     # The fused AdamW kernel runs on CPU as well as CUDA and is 4-6x faster than the foreach
     # implementation on CPU (22.7M MiniLM parameters, 1 thread: 30 ms vs 120-190 ms per step).
     # Sharded (FSDP/DTensor) or mixed-device parameters are not supported by it: fall back to foreach.
     try:
-        optimizer = torch.optim.AdamW(groups, lr=opts.resolved_lr(), betas=(0.9, 0.999), eps=1e-8, fused=True)
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        optimizer = torch.optim.AdamW(groups, lr=opts.resolved_lr(), betas=(0.9, 0.999), eps=1e-8, foreach=True)
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, foreach=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, opts.warmup, opts.schedule))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -8,45 +8,16 @@ val / test, logging, the optimiser, and checkpoints that hold only what training
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
 
+from lightft.checkpoint import load_checked
 from lightft.model import Transformer
-from lightft.options import Options
-from lightft.train.optim import build_optimizer
-
-
-def prepare_backbone(backbone: Transformer, opts: Options) -> Transformer:
-    """Apply LoRA or full fine-tuning, then the extra freezing options, to the backbone in place."""
-    from lightft.lora import apply_lora, mark_trainable
-
-    if opts.lora:
-        apply_lora(backbone, opts.lora_targets, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout,
-                   rslora=opts.rslora)
-    mode = "head" if opts.freeze == "backbone" else ("lora" if opts.lora else "full")
-    mark_trainable(backbone, mode, freeze_embeddings=opts.freeze == "embeddings")
-    if opts.grad_checkpointing:
-        backbone.gradient_checkpointing = True
-    if opts.compile:
-        compile_blocks(backbone)
-    return backbone
-
-
-def compile_blocks(backbone: Transformer) -> Transformer:
-    """`torch.compile` each transformer block in place ("regional" compilation).
-
-    The blocks are identical modules, so they share one compiled graph: compile time is that of one
-    block, not of the whole model. What compilation buys on CPU is fusion of the elementwise work
-    around the matmuls (RMSNorm in fp32, RoPE, SiLU·up, residual adds, bf16 casts), which in eager
-    mode costs more time than the matmuls themselves (see benchmarks/RESULTS.md, issue 7). Masks,
-    RoPE tables, the LM head and the loss stay eager.
-    """
-    for block in backbone.layers:
-        block.compile()
-    return backbone
+from lightft.options import OptimOptions, Options
+from lightft.tasks.optim import build_optimizer
 
 
 class TaskModule(L.LightningModule):
@@ -139,7 +110,7 @@ class TaskModule(L.LightningModule):
     # --- optimiser and checkpoints ------------------------------------------------------------
     def configure_optimizers(self):
         steps = int(self.trainer.estimated_stepping_batches)
-        return build_optimizer(self, self.opts, max(1, steps), head_names={"head"})
+        return build_optimizer(self, OptimOptions.of(self.opts), self.opts.resolved_lr(), max(1, steps), head_names={"head"})
 
     def any_rank(self, flag: Any) -> bool:
         """True if `flag` holds on any rank, decided together (collective when a Trainer runs several)."""
@@ -173,44 +144,4 @@ class TaskModule(L.LightningModule):
 
     def load_trainable(self, state: dict[str, torch.Tensor], source: str = "") -> None:
         """Load a trainable-only state dict; every key must exist here with the same shape."""
-        from lightft.errors import LightftError
-
-        own = self.state_dict()
-        for key, tensor in state.items():
-            if key not in own:
-                raise LightftError(f"{source}: weight {key} does not fit this model (was it trained with other "
-                                   "--lora-targets or another base model?)")
-            if own[key].shape != tensor.shape:
-                raise LightftError(f"{source}: weight {key} has shape {tuple(tensor.shape)}, the model expects "
-                                   f"{tuple(own[key].shape)}")
-        self.load_state_dict(state, strict=False)
-
-
-def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooled: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(B, T, H) -> (B, H): BERT pooler output, the first ([CLS]) token, the masked mean, or the last real token."""
-    if how == "pooler":
-        assert pooled is not None, "pooling 'pooler' needs a backbone with a pooler"
-        return pooled
-    if how == "cls":
-        return hidden[:, 0]
-    if how == "mean":
-        m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-    if how == "last":
-        last = mask.long().sum(1) - 1  # right padding: index of the last real token
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last.clamp(min=0)]
-    raise AssertionError(f"unknown pooling {how}")
-
-
-class LinearHead(nn.Module):
-    """dropout -> linear, on pooled (B, H) or per-token (B, T, H) states; the head of classify and ner."""
-
-    def __init__(self, hidden: int, num_labels: int, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden, num_labels)
-        nn.init.normal_(self.out.weight, std=0.02)  # small logits at the start, as BERT-style heads do
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        return self.out(self.dropout(states))  # (..., H) -> (..., labels)
+        load_checked(self, state, source)

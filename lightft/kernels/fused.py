@@ -12,14 +12,18 @@ the backward of each is a few passes that reuse what forward saved:
 - RoPE: the rotation of each (x1, x2) half-pair by angle θ is orthogonal, so its backward is the
   rotation by −θ: the same kernel with sin negated, nothing saved but the (shared) cos/sin tables.
 
-Both give the same values as the plain formulas (tests/test_fused.py compares outputs and gradients
-with autograd's in fp32 and bf16). Under `torch.compile` the plain formulas are used instead: the
+Both give the same values as the reference formulas, `lightft.model.rms_norm` and
+`lightft.rope.apply_rotary` (tests/test_kernel_fused.py compares outputs and gradients with
+autograd's on them in fp32 and bf16). Under `torch.compile` the references are used instead: the
 compiler fuses them itself and traces plain ops more simply than custom Functions.
 """
 
 from __future__ import annotations
 
 import torch
+
+from lightft.model import rms_norm as rms_norm_reference
+from lightft.rope import apply_rotary as rotary_reference
 
 
 def _compiling() -> bool:
@@ -31,13 +35,6 @@ def _needs_grad(*tensors: torch.Tensor) -> bool:
 
 
 # ---------------------------------------------------------------------------------------- RMSNorm
-def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x / rms(x) · weight with the statistics in fp32 and the result cast back, as Llama does."""
-    x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x32.to(x.dtype)
-
-
 CHUNK_ELEMENTS = 1 << 17  # rows per RMSNorm pass: 128k fp32 values (512 KB) per temporary stay in L2 cache
 
 
@@ -112,13 +109,6 @@ class _Rotary(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         cos, sin = ctx.saved_tensors
         return _rotate_into(grad_out, cos, -sin, torch.empty_like(grad_out)), None, None
-
-
-def rotary_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """The textbook form: x · cos + rotate_half(x) · sin, with the half tables repeated."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # (x1, x2) -> (-x2, x1)
-    return x * torch.cat((cos, cos), -1) + rotated * torch.cat((sin, sin), -1)
 
 
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The blocked causal-attention backward (lightft/attention.py) against SDPA's autograd."""
+"""The blocked causal-attention backward (lightft/kernels/attention.py) against SDPA's autograd."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightft import attention
-from lightft.attention import blocked_backward_applies, causal_attention
+from lightft.kernels import attention
+from lightft.kernels.attention import attend, blocked_backward_applies
+
+
+def causal_attention(q, k, v, allowed=None):
+    """The kernel as a causal model calls it: `allowed` holds the causal rule and more (None: plain causal)."""
+    return attend(q, k, v, allowed, 0.0, True)
 
 
 def _grads(fn, q, k, v, grad_out):

@@ -1,9 +1,11 @@
-"""The hand-written RMSNorm / RoPE backward passes (lightft/fused.py) against autograd on the plain formulas."""
+"""The hand-written RMSNorm / RoPE backward passes (lightft/kernels/fused.py) against autograd on the references."""
 
 import pytest
 import torch
 
-from lightft.fused import rms_norm, rms_norm_reference, rotary, rotary_reference
+from lightft.kernels.fused import rms_norm, rotary
+from lightft.model import rms_norm as rms_norm_reference
+from lightft.rope import apply_rotary as rotary_reference
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
 
@@ -19,7 +21,7 @@ def _grads(fn, inputs, grad_out):
 @pytest.mark.parametrize("train_weight", [False, True])
 @pytest.mark.parametrize("chunk_elements", [1 << 17, 48])  # one chunk; chunks of 3 rows (15 rows in all)
 def test_rms_norm_matches_autograd(monkeypatch, dtype, train_weight, chunk_elements):
-    from lightft import fused
+    from lightft.kernels import fused
 
     monkeypatch.setattr(fused, "CHUNK_ELEMENTS", chunk_elements)
     torch.manual_seed(0)
