@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
@@ -294,23 +293,11 @@ def current_umask() -> int:
 def public_mode(path: PathLike) -> None:
     """Give `path` the mode a plain open() / mkdir() would: 0666 / 0777 less the umask.
 
-    safetensors writes its files 0600 and `tempfile.mkdtemp` makes 0700 folders; outputs of lightft
+    safetensors writes its files 0600 (and `tempfile.mkdtemp` makes 0700 folders); outputs of lightft
     follow the user's umask like the JSON files beside them.
     """
     p = Path(path)
     os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~current_umask())
-
-
-def make_temp_dir(parent: PathLike, name: str) -> Path:
-    """A fresh hidden folder beside the final `name` in `parent`, to fill and then rename into place.
-
-    Unlike a bare `tempfile.mkdtemp`, it gets the umask's mode, so the renamed folder is not private.
-    """
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
-    public_mode(tmp)
-    return tmp
 
 
 def write_atomic_safetensors(path: Path, tensors: dict[str, torch.Tensor],

@@ -61,6 +61,14 @@ def env(tmp_path_factory):
     evil = d / "evil_ckpt_run"  # a run whose last checkpoint carries a pickled callable
     shutil.copytree(d / "run", evil)
     torch.save({"state_dict": {}, "x": Evil()}, evil / "checkpoints" / "last.ckpt")
+    changed = d / "changed_data_run"  # a run whose data file changed after it started (its recorded hash differs)
+    shutil.copytree(d / "run", changed)
+    info = json.loads((changed / "run.json").read_text(encoding="utf-8"))
+    info["data_files"]["train"] = {k: "sha256:" + "0" * 64 for k in info["data_files"]["train"]}
+    (changed / "run.json").write_text(json.dumps(info), encoding="utf-8")
+    with_data = d / "run_with_data"  # a run folder that also holds the data file a new run is given
+    shutil.copytree(d / "run", with_data)
+    shutil.copy(d / "train.jsonl", with_data / "train.jsonl")
     # an output folder holding something else
     (d / "other").mkdir()
     (d / "other" / "notes.txt").write_text("mine", encoding="utf-8")
@@ -103,15 +111,35 @@ CASES = [
     ("huge line, --overlong error", train_with("--overlong", "error", data="{d}/huge.jsonl"), "over --max-length"),
     # options that clash or make no sense
     ("--resume with --overwrite", train_with("--resume", "--overwrite"), "conflict"),
-    ("--out holds another run", [a.replace("{out}", "{run}") for a in train_with()], "already holds another run"),
+    ("--out holds another run", [a.replace("{out}", "{run}") for a in train_with()], "already holds a finished run"),
     ("--overwrite of a non-run folder", [a.replace("{out}", "{d}/other") for a in train_with("--overwrite")],
-     "only replaces a run folder"),
+     "replaces only a run folder lightft wrote"),
     ("--resume with nothing to resume", train_with("--resume"), "nothing to resume"),
     ("--resume with other options",
      [a.replace("{out}", "{run}") for a in train_with("--resume", "--val", "{val}", "--batch-size", "3")],
      "--resume with --batch-size 3"),
+    ("--resume on changed data", [a.replace("{out}", "{d}/changed_data_run") for a in train_with(
+        "--resume", "--val", "{val}", "--batch-size", "8")], "--resume on other data: "),
+    ("--allow-data-change without --resume", train_with("--allow-data-change"), "only applies with --resume"),
     ("--resume from a pickled checkpoint", [a.replace("{out}", "{d}/evil_ckpt_run") for a in train_with(
         "--resume", "--val", "{val}", "--batch-size", "8")], "refusing to load"),
+    # --overwrite never destroys anything before everything was checked, nor an input (issue 17)
+    ("--overwrite with a bad data file", [a.replace("{out}", "{run}") for a in train_with(
+        "--overwrite", data="{bad}/malformed.jsonl")], "malformed JSON"),
+    ("--overwrite with --train inside the run", [a.replace("{out}", "{d}/run_with_data") for a in train_with(
+        "--overwrite", data="{d}/run_with_data/train.jsonl")], "holds the input"),
+    ("--overwrite of the --init run", [a.replace("{out}", "{run}") for a in train_with("--overwrite", "--init", "{run}")],
+     "a run cannot start from itself"),
+    ("--overwrite of the --model run", [a.replace("{out}", "{run}").replace("{model}", "{run}")
+                                        for a in train_with("--overwrite")], "a run cannot start from itself"),
+    ("--init of the --out run", [a.replace("{out}", "{run}") for a in train_with("--init", "{run}")],
+     "a run cannot start from itself"),
+    ("--overwrite of the folder holding the model", [a.replace("{out}", "{d}") for a in train_with("--overwrite")],
+     "holds the input"),
+    ("--out inside a missing read-only place", [a.replace("{out}", "/proc/lightft/run") for a in train_with()],
+     "cannot write in"),
+    ("--num-nodes 2 on one machine", train_with("--num-nodes", "2", "--accelerator", "cpu"),
+     "nothing starts the other nodes"),
     ("--full with --lora-r", train_with("--lora-r", "16"), "--lora-r has no effect with --full"),
     ("--batch-size 0", train_with("--batch-size", "0"), "at least 1"),
     ("--epochs 0, no --max-steps", train_with("--epochs", "0", "--max-steps", "-1"), "nothing to train"),
@@ -158,6 +186,26 @@ CASES = [
     ("export: damaged weights", ["export", "{d}/badweights_run", "--out", "{out}"], "weights.safetensors"),
     ("export: adapter of a --full run", ["export", "{run}", "--out", "{out}", "--adapter"], "--merged"),
     ("export: --out not empty", ["export", "{run}", "--out", "{d}/other"], "not empty"),
+    ("export: --force onto the run itself", ["export", "{run}", "--out", "{run}", "--force"], "is the input"),
+    ("export: --force onto the run's parent", ["export", "{run}", "--out", "{d}", "--force"], "holds the input"),
+    ("export: --force onto the base model", ["export", "{run}", "--out", "{model}", "--force"], "is the input"),
+    ("export: --force onto the user's folder", ["export", "{run}", "--out", "{d}/other", "--force"],
+     "replaces only an export folder lightft wrote"),
+    ("export: --force onto another run", ["export", "{run}", "--out", "{d}/unfinished_run", "--force"],
+     "holds a lightft run"),
+    # predict / eval outputs are never inputs
+    ("predict: --output is --data", ["predict", "classify", "--model", "{run}", "--data", "{val}", "--output", "{val}"],
+     "is the input"),
+    ("eval: --metrics-out is --data", ["eval", "classify", "--model", "{run}", "--data", "{val}", "--metrics-out",
+                                       "{val}"], "is the input"),
+    ("predict: --output over the run's run.json", ["predict", "classify", "--model", "{run}", "--data", "{val}",
+                                                   "--output", "{run}/run.json"], "is a file of the input"),
+    ("eval: --metrics-out over the weights", ["eval", "classify", "--model", "{run}", "--data", "{val}",
+                                              "--metrics-out", "{run}/weights.safetensors"], "is a file of the input"),
+    ("predict: --output into a missing folder", ["predict", "classify", "--model", "{run}", "--data", "{val}",
+                                                 "--output", "{out}/p.jsonl"], "does not exist"),
+    ("eval: --metrics-out is a folder", ["eval", "classify", "--model", "{run}", "--data", "{val}", "--metrics-out",
+                                         "{d}"], "is a directory"),
     ("convert: not a GGUF file", ["convert", "gguf", "{bad}/ok.csv", "{out}"], "not a readable GGUF file"),
     ("convert: empty file", ["convert", "gguf", "{bad}/empty.jsonl", "{out}"], "not a readable GGUF file"),
     ("convert: missing file", ["convert", "gguf", "{d}/nope.gguf", "{out}"], "not found"),

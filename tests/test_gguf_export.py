@@ -17,7 +17,8 @@ from lightft.cli.main import cli, main
 from lightft.lora import merge_lora
 
 gguf = pytest.importorskip("gguf")
-from lightft.gguf import convert_gguf, unpermute_qk  # noqa: E402
+from lightft.cli.convert import convert_gguf  # noqa: E402
+from lightft.gguf import unpermute_qk  # noqa: E402
 from lightft.gguf_export import permute_qk  # noqa: E402
 from test_gguf import byte_level_vocab, write_gguf  # noqa: E402
 

@@ -7,7 +7,6 @@ A base model has no trained classify / ner / qa head: evaluating one is refused 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional
 
 import click
@@ -35,14 +34,18 @@ def make_command(task: str) -> click.Command:
                           "Data file to evaluate on.", "--metrics-out", "Also write the JSON metrics to this file.")
     def command(model: str, data: str, metrics_out: str | None, untrained_head: bool = False, **values) -> None:
         from lightft.evaluate import evaluate
+        from lightft.runs.load import chain_inputs
+        from lightft.runs.safe_output import check_output_file, write_output_file
 
         model = resolve_model(model)
         check_model_head(task, model, untrained_head)
+        out = check_output_file(metrics_out, "--metrics-out", [data, model, *chain_inputs(model)]) \
+            if metrics_out else None
         opts = resolve_options(values, model=model)
         metrics = evaluate(task, model, data, opts)
         text = json.dumps(metrics)
-        if metrics_out:
-            Path(metrics_out).write_text(text + "\n", encoding="utf-8")
+        if out is not None:
+            write_output_file(out, text + "\n", "--metrics-out")
         click.echo(text)
 
     if task in TRAINED_HEAD_TASKS:

@@ -41,6 +41,11 @@ def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Opti
     """
     from lightft.errors import LightftError
     from lightft.fewshot import run_fewshot, table
+    from lightft.runs.load import chain_inputs
+    from lightft.runs.safe_output import check_output_file, write_output_file
+
+    out = check_output_file(metrics_out, "--metrics-out", [data, pool, model, *chain_inputs(model)]) \
+        if metrics_out else None
 
     try:
         ks = [int(k) for k in shots.split(",") if k.strip()]
@@ -51,7 +56,6 @@ def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Opti
                          dtype, seed, kernels or "auto")
     click.echo(table(report), err=True)
     text = json.dumps(report, ensure_ascii=False)
-    if metrics_out:
-        with open(metrics_out, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+    if out is not None:
+        write_output_file(out, text + "\n", "--metrics-out")
     click.echo(text)

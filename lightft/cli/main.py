@@ -143,9 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="lightft", standalone_mode=False)
         _close_process_group()
-    except LightftError as e:
+    except LightftError as e:  # exit_code: a training stopped by a signal exits 128 + its number (143, 130)
         click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        sys.exit(getattr(e, "exit_code", 2))
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -32,15 +32,17 @@ def make_command(task: str) -> click.Command:
                           "Data file to predict on.", "--output", "Write JSONL here instead of stdout.")
     def command(model: str, data: str, output: str | None, **values) -> None:
         from lightft.evaluate import predict
+        from lightft.runs.load import chain_inputs
+        from lightft.runs.safe_output import check_output_file, write_output_file
 
         model = resolve_model(model)
         check_model_head(task, model, untrained_head=None)
+        out = check_output_file(output, "--output", [data, model, *chain_inputs(model)]) if output else None
         opts = resolve_options(values, model=model)
         records = predict(task, model, data, opts)
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        if output:
-            with open(output, "w", encoding="utf-8") as f:
-                f.write(lines)
+        if out is not None:
+            write_output_file(out, lines, "--output")
         else:
             click.echo(lines, nl=False)
 
