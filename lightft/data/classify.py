@@ -37,6 +37,8 @@ class ClassificationDataModule(LabelledDataModule):
         records = read_records(path, o.format)
         text_col, pair_col = self.columns(records[0][1])
         for line, rec in records:
+            if self.full(examples, split, stats):
+                break
             stats["records"] += 1
             text = require_field(path, line, rec, text_col)
             pair = require_field(path, line, rec, pair_col) if pair_col else None
