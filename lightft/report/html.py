@@ -124,8 +124,10 @@ def _options_section(run: RunFiles) -> str:
     for group, items in groups.items():
         per_table = -(-len(items) // 2) if len(items) > 16 else len(items)  # a long group: two tables side by side
         for start in range(0, len(items), per_table):
-            cells = [f"<tr>{_td(name)}{_td(value, 'changed' if name not in defaults or value != defaults[name] else 'dim')}"
-                     "</tr>" for name, value in items[start : start + per_table]]
+            cells = []
+            for name, value in items[start : start + per_table]:
+                changed = name not in defaults or value != defaults[name]
+                cells.append(f"<tr>{_td(name)}{_td(value, 'changed' if changed else 'dim')}</tr>")
             title = group if start == 0 else f"{group} (continued)"
             tables.append(f"<table><tr><th colspan=2>{_e(title)}</th></tr>{''.join(cells)}</table>")
     return ("<p class='sub'>Bold: set for this run; grey: the default. Options of other tasks are left out.</p>"
@@ -139,9 +141,9 @@ def render_report(run: RunFiles, with_samples: bool = True) -> str:
     if info.get("resumed"):
         facts.append(f"resumed {_e(info['resumed'])}")
     curves = _image(curves_figure([run]), "training curves")
-    sources = ", ".join(_e(p.relative_to(run.path)) for p in
-                        [run.path / "run.json", *run.log_files] + [run.path / f for f in ("metrics.json", "samples.json")
-                                                                   if (run.path / f).is_file()])
+    read = [run.path / "run.json", *run.log_files] + [run.path / f for f in ("metrics.json", "samples.json")
+                                                     if (run.path / f).is_file()]
+    sources = ", ".join(_e(p.relative_to(run.path)) for p in read)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>lightft run {_e(run.name)}</title><style>{CSS}</style></head>

@@ -70,7 +70,7 @@ for hf_name, _, ours, _, _ in rows:
 assert model.lm_head.weight is model.embed_tokens.weight and "lm_head.weight" not in state
 
 # %% 4. Loading = mapping names + copying tensors; saving = the same table read backwards
-loaded = load_model(folder)
+loaded = tourkit.reference(load_model(folder))
 print(f"\nload_model: {loaded.source.report.summary()}")
 for key, tensor in model.state_dict().items():
     torch.testing.assert_close(loaded.state_dict()[key], tensor)  # every tensor came back unchanged

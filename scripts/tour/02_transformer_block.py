@@ -70,12 +70,12 @@ tourkit.table([(p, *[f"{a:.3f}" for a in angles[0, p].tolist()]) for p in range(
 cos, sin = angles.cos()[:, None], angles.sin()[:, None]  # (B, 1, T, hd/2), shared by all heads
 
 
-def rotate(t: torch.Tensor) -> torch.Tensor:
-    first, second = t[..., : hd // 2], t[..., hd // 2 :]
+def rotate(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    first, second = t[..., : hd // 2], t[..., hd // 2 :]  # the pairs are (first[i], second[i])
     return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
 
 
-q_rot, k_rot = rotate(q), rotate(k)
+q_rot, k_rot = rotate(q, cos, sin), rotate(k, cos, sin)
 lightft_cos, lightft_sin = model.rotary(positions, x.dtype)
 torch.testing.assert_close((lightft_cos, lightft_sin), (cos, sin))
 torch.testing.assert_close(apply_rotary(q, lightft_cos, lightft_sin), q_rot)
@@ -85,11 +85,14 @@ torch.testing.assert_close(apply_rotary(k, lightft_cos, lightft_sin), k_rot)
 qv, kv_ = q[0, 0, 0], k[0, 0, 0]
 
 
+def at(vec: torch.Tensor, position: int) -> torch.Tensor:
+    """A head vector rotated as if it sat at `position`."""
+    a = position * inv_freq
+    return rotate(vec, a.cos(), a.sin())
+
+
 def score(m: int, n: int) -> float:
-    def at(vec: torch.Tensor, pos: int) -> torch.Tensor:
-        a = pos * inv_freq
-        return torch.cat([vec[: hd // 2] * a.cos() - vec[hd // 2 :] * a.sin(), vec[hd // 2 :] * a.cos() + vec[: hd // 2] * a.sin()])
-    return float(at(qv, m) @ at(kv_, n))
+    return float(at(qv, m) @ at(kv_, n))  # q at position m, k at position n
 
 
 print(f"\nq.k with q at 3, k at 1: {score(3, 1):.5f}; at 4 and 2: {score(4, 2):.5f}; at 4 and 1: {score(4, 1):.5f}")

@@ -63,7 +63,8 @@ for d in docs:
     out = model(torch.tensor([d]))
     nll, n = next_token_nll(model.lm_head, out.hidden_states, torch.tensor([d]))
     alone_sums.append((float(nll), int(n)))
-tourkit.table([(i + 1, f"{s:.4f}", n) for i, (s, n) in enumerate(alone_sums)], ("document", "summed NLL alone", "targets"))
+tourkit.table([(i + 1, f"{s:.4f}", n) for i, (s, n) in enumerate(alone_sums)],
+              ("document", "summed NLL alone", "targets"))
 print(f"packed row: summed NLL {float(nll_packed):.4f} over {int(n_packed)} targets")
 torch.testing.assert_close(nll_packed, torch.tensor(sum(s for s, _ in alone_sums)), rtol=1e-5, atol=1e-5)
 assert int(n_packed) == sum(n for _, n in alone_sums) == 12 - 3

@@ -31,7 +31,8 @@ CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['cont
 COUNTRIES = {"france": "paris", "germany": "berlin", "italy": "rome", "spain": "madrid", "japan": "tokyo",
              "egypt": "cairo"}
 SPECIALS = ["<pad>", "<|im_start|>", "<|im_end|>", "<unk>"]
-WORDS = ["\n", "user", "assistant", "what", "is", "the", "capital", "of", "?", ".", "it", *COUNTRIES, *COUNTRIES.values()]
+WORDS = ["\n", "user", "assistant", "what", "is", "the", "capital", "of", "?", ".", "it",
+         *COUNTRIES, *COUNTRIES.values()]
 
 folder = Path(tempfile.mkdtemp(prefix="tour05-"))
 backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(SPECIALS + WORDS)}, unk_token="<unk>"))

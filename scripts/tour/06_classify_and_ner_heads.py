@@ -28,7 +28,7 @@ from lightft.tokenizer import load_tokenizer
 
 torch.set_grad_enabled(False)
 folder = tourkit.minilm_dir()
-tok, model = load_tokenizer(folder), load_model(folder)
+tok, model = load_tokenizer(folder), tourkit.reference(load_model(folder))
 print(f"MiniLM: {model.cfg.num_layers} layers, hidden {model.cfg.hidden_size}, pooler: {model.cfg.pooler}")
 
 # %% 1. A padded batch: the second sentence is shorter, so its row ends in [PAD]s (attention mask 0)

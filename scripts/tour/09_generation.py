@@ -46,8 +46,8 @@ tourkit.table(rows, ("step", "token fed", "cache length", "layer-0 keys in use",
 print(f"positions run through the model: {work_cached} with the cache, {work_full} without")
 greedy = sequence[len(prompt):]
 
-# %% 3. lightft's generate_ids does the same loop (lookahead=0: the plain loop, no drafting)
-plain = generate_ids(model, [prompt], SamplingOptions(max_new_tokens=new_tokens, lookahead=0), eos=set())[0]
+# %% 3. lightft's generate_ids runs the same loop (with kernels off; prompt-lookup drafting is a kernel)
+plain = generate_ids(model, [prompt], SamplingOptions(max_new_tokens=new_tokens), eos=set())[0]
 no_cache = generate_ids(model, [prompt], SamplingOptions(max_new_tokens=new_tokens, use_cache=False), eos=set())[0]
 print(f"\nby hand {greedy}\ngenerate_ids {plain.token_ids}   without cache {no_cache.token_ids}")
 assert plain.token_ids == no_cache.token_ids == greedy

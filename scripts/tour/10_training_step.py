@@ -51,7 +51,7 @@ def classifier(opts: Options) -> ClassificationModule:
 
 
 opts = Options(lora=False, lr=1e-2, warmup=2, schedule="linear", grad_clip=0.5, weight_decay=0.01, max_steps=4,
-               epochs=1, batch_size=4, classifier_dropout=0.0, progress=False, accelerator="cpu")
+               epochs=1, batch_size=4, classifier_dropout=0.0, progress=False, accelerator="cpu", kernels="off")
 module = classifier(opts)
 by_hand = copy.deepcopy(module)  # the same starting weights for the hand-written loop
 

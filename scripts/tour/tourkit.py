@@ -1,7 +1,9 @@
 """What the tour's lessons share: tiny models built from config.json-style dicts, the packaged MiniLM, printing.
 
-Lessons import it as `import tourkit` (it sits beside them, so that works when a lesson runs as a
-script, in Jupyter / VS Code with the lesson's folder as working directory, and under pytest).
+Every model it builds runs with kernels off (`reference`): the plain math of lightft/model.py that the
+lessons write out by hand. Lessons import it as `import tourkit` (it sits beside them, so that works
+when a lesson runs as a script, in Jupyter / VS Code with the lesson's folder as working directory,
+and under pytest).
 """
 
 from __future__ import annotations
@@ -46,7 +48,15 @@ def tiny_model(family: str, seed: int = 0, std: float = 0.02, **overrides: Any):
         for name, p in model.named_parameters():
             if p.dim() == 1:
                 p.copy_(torch.randn_like(p) * 0.1 + (1.0 if "norm" in name else 0.0))
-    return model.eval()
+    return reference(model).eval()
+
+
+def reference(model):
+    """Kernels off: the model computes with the reference math of lightft/model.py (what the lessons write
+    out by hand), never a fast path of lightft/kernels/ (the same values within float rounding)."""
+    from lightft.kernels import use_kernels
+
+    return use_kernels(model, "off")
 
 
 def minilm_dir() -> Path:
