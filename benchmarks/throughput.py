@@ -69,6 +69,11 @@ WORKLOADS["q"] = {**WORKLOADS["a"], "batch": 2, "max_length": 96, "precision": "
                   "title": "LoRA r=8 q,v instruct tuning, SmolLM2-135M, alpaca, batch 2, max 96, fp32"}
 WORKLOADS["q1b"] = {**WORKLOADS["q"], "model": "random-llama", "data": "random", "group": False, "batch": 1,
                     "max_length": 32, "title": "LoRA r=8 q,v, random TinyLlama-1.1B-shaped Llama, random tokens, batch 1 x 32, fp32"}
+# The same comparisons in bf16 for CPUs that run it fast (AMX / AVX-512-BF16) and GPUs: the issue's
+# "QLoRA vs bf16 LoRA" as asked, at workload (a)'s batches, and on the 1.1B shape where memory matters.
+WORKLOADS["q16"] = {**WORKLOADS["a"], "title": "LoRA r=8 q,v instruct tuning, SmolLM2-135M, alpaca, batch 8, max 512, bf16"}
+WORKLOADS["q1b16"] = {**WORKLOADS["q1b"], "batch": 2, "max_length": 256, "precision": "bf16-true",
+                      "title": "LoRA r=8 q,v, random TinyLlama-1.1B-shaped Llama, random tokens, batch 2 x 256, bf16"}
 WORKLOADS["s"] = dict(title="LoRA r=8 q,v sequence classification, MiniLM-L6, SST-2, batch 16, max 64, fp32",
                       model="minilm", mode="lora", data="sst2", batch=16, max_length=64, precision="32-true",
                       lr=5e-4, group=True)
