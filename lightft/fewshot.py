@@ -1,28 +1,57 @@
-"""Few-shot prompting evaluation: k demonstrations drawn with a seed, greedy answers, normalised exact match.
+"""Few-shot prompting evaluation: k demonstrations per item, greedy answers, normalised exact match, mean ± std.
 
-Data: JSONL (or a JSON list) of {"question", "answer"[, "answers"]} or {"text", "label"}. Each
-evaluated item gets k demonstrations from the pool (the same file unless --pool is given; the item
-itself is never its own demonstration) in the "Q: ... A: ..." format by default. Answers are read
-greedily up to the first newline and scored by SQuAD-style normalised exact match against any of
-`answers`. Each k is run for several seeds (different demonstrations); 0-shot has no randomness
-and is run once.
+Data: JSONL (or a JSON list) of {"question", "answer"[, "answers", "relation"]} or {"text", "label"}.
+Each evaluated item gets k demonstrations from the pool (the same file unless --pool is given; the
+item itself is never its own demonstration), chosen by `select`:
+
+- random: drawn with the seed from the whole pool;
+- relation: drawn with the seed among pool items of the item's `relation` (e.g. capital vs
+  currency questions), so the demonstrations show the kind of answer wanted ("Rabat" vs "Moroccan
+  dirham") instead of mixing both;
+- nearest: the k pool questions closest to the item's question by the model's own embedding (mean
+  of the last hidden states, cosine), the closest placed last, next to the question; the seed only
+  shuffles the other k - 1, so seeds differ little by design.
+
+Templates are a text with {question} and {answer}, or a preset: `qa` ("Q: ... A: ...") or `terse`,
+whose answer cue "A: The answer is" makes this chat-tuned model name the answer instead of writing
+a sentence ("Afghanistan is a country in the Middle East."), which is what lets 0-shot score above 0.
+`calibrate` (contextual calibration, Zhao et al. 2021, applied to the first answer token as they do
+for generation): the same prompt with the question replaced by "N/A" gives the prior the
+demonstrations and template alone put on each first token; among the CALIBRATION_TOP likeliest
+first tokens the one with the highest p(token | prompt) / p(token | N/A prompt) is taken, and
+decoding continues greedily from it. It removes a bias towards answers the demonstrations make
+likely whatever the question is (e.g. the last demonstration's answer).
+
+The answer is the greedy continuation up to the first newline, stripped; it is scored by SQuAD-normalised
+exact match (lower case, punctuation and articles dropped) against any of `answers`, so trailing
+punctuation ("Kabul.") never costs a point. 0-shot has no randomness and runs once (nearest too
+when k = 1).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import statistics
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from lightft.errors import LightftError
-from lightft.generate import SamplingOptions, generate_text, load_for_generation
+from lightft.generate import SamplingOptions, eos_ids, generate_ids, generate_text, load_for_generation
 from lightft.tasks.qa_metrics import exact_match  # SQuAD-normalised, as the QA task scores
 
-DEFAULT_TEMPLATE = "Q: {question}\nA: {answer}"
+TEMPLATES = {"qa": "Q: {question}\nA: {answer}", "terse": "Q: {question}\nA: The answer is {answer}"}
+SELECTIONS = ("random", "relation", "nearest")
 SEPARATOR = "\n\n"
+SHOWN = 3  # answers per run echoed on stderr
+CALIBRATION_TOP = 10  # calibration re-ranks only this many likeliest first tokens (rare tokens' ratios are noise)
+CONTENT_FREE = "N/A"
 
 
 @dataclass
@@ -30,6 +59,7 @@ class QAItem:
     question: str
     answers: list[str]  # the first one is shown in demonstrations
     line: int
+    relation: Optional[str] = None
 
 
 def read_items(path: str) -> list[QAItem]:
@@ -49,8 +79,16 @@ def read_items(path: str) -> list[QAItem]:
         answers = [str(answer)] + [str(a) for a in answers if str(a) != str(answer)]
         if not question.strip() or not answers[0].strip():
             raise LightftError(f"{path}:{line}: empty question or answer")
-        items.append(QAItem(question.strip(), answers, line))
+        relation = rec.get("relation")
+        items.append(QAItem(question.strip(), answers, line, None if relation is None else str(relation)))
     return items
+
+
+def resolve_template(template: str) -> str:
+    text = TEMPLATES.get(template, template)
+    if "{question}" not in text or "{answer}" not in text:
+        raise LightftError(f"--template must be one of {', '.join(TEMPLATES)} or contain {{question}} and {{answer}}")
+    return text
 
 
 def fill(template: str, question: str, answer: Optional[str]) -> str:
@@ -65,60 +103,179 @@ def build_prompt(template: str, demos: list[QAItem], item: QAItem) -> str:
     return SEPARATOR.join(shots + [fill(template, item.question, None)])
 
 
-def choose_demos(pool: list[QAItem], k: int, item: QAItem, rng: random.Random) -> list[QAItem]:
-    candidates = [d for d in pool if d.question != item.question]
+def choose_demos(pool: list[QAItem], k: int, item: QAItem, rng: random.Random, select: str = "random",
+                 ranked: Optional[list[int]] = None) -> list[QAItem]:
+    """k demonstrations for `item` (never the item itself); `ranked` = pool indices, closest first (nearest)."""
+    order = ranked if select == "nearest" else range(len(pool))
+    candidates = [pool[i] for i in order if pool[i].question != item.question
+                  and (select != "relation" or pool[i].relation == item.relation)]
     if k > len(candidates):
-        raise LightftError(f"--shots {k}: the demonstration pool has only {len(candidates)} other items")
-    return rng.sample(candidates, k)
+        what = f"items of relation {item.relation!r}" if select == "relation" else "other items"
+        raise LightftError(f"--shots {k}: the demonstration pool has only {len(candidates)} {what}")
+    if select != "nearest":
+        return rng.sample(candidates, k)
+    if k == 0:
+        return []
+    rest = candidates[1:k]
+    rng.shuffle(rest)
+    return rest + candidates[:1]  # the closest demonstration sits next to the question
+
+
+@torch.inference_mode()
+def embed(model, tokenizer, texts: list[str]) -> torch.Tensor:
+    """(N, H) unit vectors: mean of the model's last hidden states over each text's tokens."""
+    rows = []
+    for t in texts:
+        ids = torch.tensor([tokenizer.encode(t, add_special_tokens=False)])  # (1, T)
+        rows.append(model(ids, return_logits=False).hidden_states[0].float().mean(0))  # (H,)
+    return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+
+
+def nearest_order(model, tokenizer, items: list[QAItem], pool: list[QAItem]) -> list[list[int]]:
+    """For each item, the pool indices from the closest question to the farthest."""
+    sims = embed(model, tokenizer, [it.question for it in items]) @ embed(model, tokenizer, [d.question for d in pool]).T
+    return sims.argsort(dim=1, descending=True).tolist()  # (N_items, N_pool)
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    has_bos = bool(tokenizer.bos_token) and text.startswith(tokenizer.bos_token)
+    return tokenizer.encode(text, add_special_tokens=not has_bos)
+
+
+@torch.inference_mode()
+def first_token_logprobs(model, ids: list[int]) -> torch.Tensor:
+    """(V,) log-probabilities of the token after `ids`."""
+    if model.cfg.position == "learned" and len(ids) >= model.cfg.max_positions:
+        raise LightftError(f"a prompt of {len(ids)} tokens leaves no room in the model's {model.cfg.max_positions} "
+                           "positions; use fewer --shots or a shorter --template")
+    hidden = model(torch.tensor([ids]), return_logits=False).hidden_states  # (1, T, H)
+    return model.lm_head(hidden[0, -1]).float().log_softmax(-1)
+
+
+def calibrated_generate(model, tokenizer, prompts: list[str], cf_prompts: list[str], opts: SamplingOptions,
+                        batch_size: int) -> list[str]:
+    """Greedy answers whose first token is chosen by contextual calibration against the content-free prompt."""
+    eos = eos_ids(model, tokenizer)
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else (min(eos) if eos else 0)
+    starts: list[list[int]] = []
+    for prompt, cf in zip(prompts, cf_prompts):
+        ids = encode(tokenizer, prompt)
+        logp, prior = first_token_logprobs(model, ids), first_token_logprobs(model, encode(tokenizer, cf))
+        top = logp.topk(CALIBRATION_TOP).indices  # (CALIBRATION_TOP,)
+        first = int(top[(logp[top] - prior[top]).argmax()])
+        starts.append(ids + [first])
+    texts = []
+    for b in range(0, len(starts), batch_size):
+        chunk = starts[b : b + batch_size]
+        for ids, gen in zip(chunk, generate_ids(model, chunk, opts, eos, pad, tokenizer.decode)):
+            first = [] if ids[-1] in eos else [ids[-1]]
+            texts.append(tokenizer.decode(first + gen.token_ids).split("\n")[0] if first else "")
+    return texts
 
 
 def score(model, tokenizer, items: list[QAItem], prompts: list[str], max_new_tokens: int,
-          batch_size: int) -> tuple[float, list[dict[str, Any]]]:
+          batch_size: int, cf_prompts: Optional[list[str]] = None) -> tuple[float, list[dict[str, Any]]]:
     """Greedy answers (sorted by prompt length so batches pad little) and their exact-match accuracy."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     opts = SamplingOptions(max_new_tokens=max_new_tokens, stop=("\n",))
-    gens = generate_text(model, tokenizer, [prompts[i] for i in order], opts, template=None, batch_size=batch_size)
-    preds: list[Optional[str]] = [None] * len(prompts)
-    for i, g in zip(order, gens):
-        preds[i] = g.text.strip()
-    records = [{"line": it.line, "prediction": p, "correct": bool(exact_match(p, it.answers))}
-               for it, p in zip(items, preds)]
+    sorted_prompts = [prompts[i] for i in order]
+    if cf_prompts is None:
+        outputs = [g.text for g in generate_text(model, tokenizer, sorted_prompts, opts, template=None,
+                                                 batch_size=batch_size)]
+    else:
+        outputs = calibrated_generate(model, tokenizer, sorted_prompts, [cf_prompts[i] for i in order],
+                                      SamplingOptions(max_new_tokens=max(1, max_new_tokens - 1), stop=("\n",)),
+                                      batch_size)
+    raw: list[str] = [""] * len(prompts)
+    for i, text in zip(order, outputs):
+        raw[i] = text
+    records = []
+    for it, prompt, text in zip(items, prompts, raw):
+        answer = text.strip()  # generation stopped at the first newline
+        records.append({"line": it.line, "question": it.question, "answers": it.answers, "relation": it.relation,
+                        "prompt": prompt, "output": text, "prediction": answer,
+                        "correct": bool(exact_match(answer, it.answers))})
     return sum(r["correct"] for r in records) / max(1, len(records)), records
 
 
+def by_relation(records: list[dict[str, Any]]) -> dict[str, float]:
+    groups: dict[str, list[bool]] = {}
+    for r in records:
+        if r["relation"] is not None:
+            groups.setdefault(r["relation"], []).append(r["correct"])
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+
+
+def summary(k: int, accs: list[float], parts: list[dict[str, float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"shots": k, "accuracy_mean": round(statistics.mean(accs), 4),
+                           "accuracy_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
+                           "per_seed": [round(a, 4) for a in accs]}
+    if parts and parts[0]:
+        out["by_relation"] = {rel: round(statistics.mean(p[rel] for p in parts), 4) for rel in parts[0]}
+    return out
+
+
+def write_jsonl_atomic(path: str, records: list[dict[str, Any]]) -> None:
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    os.replace(tmp, path)
+
+
 def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, pool_file: Optional[str] = None,
-                template: str = DEFAULT_TEMPLATE, limit: Optional[int] = None, max_new_tokens: int = 16,
-                batch_size: int = 8, dtype: str = "float32", seed: int = 0, kernels: str = "auto") -> dict[str, Any]:
+                template: str = "qa", limit: Optional[int] = None, max_new_tokens: int = 16,
+                batch_size: int = 8, dtype: str = "float32", seed: int = 0, select: str = "random",
+                predictions_out: Optional[str] = None, calibrate: bool = False,
+                kernels: str = "auto") -> dict[str, Any]:
     """Accuracy per number of shots: mean and sample std over `seeds` demonstration draws."""
-    if "{question}" not in template or "{answer}" not in template:
-        raise LightftError("--template must contain {question} and {answer}")
+    template = resolve_template(template)
     if seeds < 1 or any(k < 0 for k in shots):
         raise LightftError("--seeds must be >= 1 and --shots non-negative")
+    if select not in SELECTIONS:
+        raise LightftError(f"--select {select!r}: choose one of {', '.join(SELECTIONS)}")
+    if predictions_out and not Path(predictions_out).parent.is_dir():
+        raise LightftError(f"--predictions-out {predictions_out}: its folder does not exist")
     items = read_items(data)
     pool = read_items(pool_file) if pool_file else items
     if limit:
         items = items[:limit]
+    if select == "relation":
+        missing = next((it for it in [*items, *pool] if it.relation is None), None)
+        if missing is not None:
+            raise LightftError(f"--select relation: line {missing.line} of {data if missing in items else pool_file} "
+                               "has no 'relation' field; use --select random or nearest")
     model, tokenizer, _ = load_for_generation(model_dir, dtype, chat=False, kernels=kernels)
-    results = []
     start = time.perf_counter()
+    ranked = nearest_order(model, tokenizer, items, pool) if select == "nearest" else [None] * len(items)
+    results, predictions = [], []
     for k in shots:
-        runs = [seed] if k == 0 else [seed + s for s in range(seeds)]
-        accs = []
+        deterministic = k == 0 or (select == "nearest" and k == 1)
+        runs = [seed] if deterministic else [seed + s for s in range(seeds)]
+        accs, parts = [], []
         for s in runs:
             rng = random.Random(s)
-            prompts = [build_prompt(template, choose_demos(pool, k, it, rng), it) for it in items]
-            acc, _ = score(model, tokenizer, items, prompts, max_new_tokens, batch_size)
+            demos = [choose_demos(pool, k, it, rng, select, r) for it, r in zip(items, ranked)]
+            prompts = [build_prompt(template, d, it) for d, it in zip(demos, items)]
+            cf_prompts = [build_prompt(template, d, QAItem(CONTENT_FREE, [""], 0)) for d in demos] if calibrate else None
+            acc, records = score(model, tokenizer, items, prompts, max_new_tokens, batch_size, cf_prompts)
             accs.append(acc)
-            print(f"[fewshot] {k}-shot seed {s}: accuracy {acc:.4f}", file=sys.stderr)
-        results.append({"shots": k, "accuracy_mean": round(statistics.mean(accs), 4),
-                        "accuracy_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
-                        "per_seed": [round(a, 4) for a in accs]})
-    return {"model": model_dir, "data": data, "items": len(items), "seeds": seeds, "template": template,
-            "results": results, "seconds": round(time.perf_counter() - start, 1)}
+            parts.append(by_relation(records))
+            predictions += [{"shots": k, "seed": s, **r} for r in records]
+            shown = "; ".join(f"{r['question']!r} -> {r['prediction']!r} ({'right' if r['correct'] else 'wrong'})"
+                              for r in records[:SHOWN])
+            print(f"[fewshot] {k}-shot seed {s}: accuracy {acc:.4f}  e.g. {shown}", file=sys.stderr)
+        results.append(summary(k, accs, parts))
+    if predictions_out:
+        write_jsonl_atomic(predictions_out, predictions)
+    return {"model": model_dir, "data": data, "pool": pool_file or data, "items": len(items), "seeds": seeds,
+            "select": select, "template": template, "calibrate": calibrate, "results": results,
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 def table(report: dict[str, Any]) -> str:
     lines = [f"shots | accuracy (mean ± std over {report['seeds']} seeds; 0-shot is deterministic)",
              "----- | ------------------------------"]
-    lines += [f"{r['shots']:>5} | {r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}" for r in report["results"]]
+    for r in report["results"]:
+        rel = "  " + ", ".join(f"{k} {v:.3f}" for k, v in r.get("by_relation", {}).items())
+        lines.append(f"{r['shots']:>5} | {r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}{rel.rstrip()}")
     return "\n".join(lines)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the checkout; $LIGHTFT_DATA points elsewhere (e.g. from a git worktree)
+SHARED_DATA = Path(os.environ.get("LIGHTFT_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def tiny_hf_model(family: str, **overrides):

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# Instruction tuning (task instruct) of SmolLM2 + LoRA on Alpaca: response-only validation loss before/after,
-# and generations before/after. Usage: scripts/decoder/alpaca_instruct.sh  (env: STEPS=8 LIMIT_VAL=40 WORK=... MODEL=...)
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-source scripts/decoder/smollm2.sh
-WORK=${WORK:-/tmp/lightft-alpaca}
-mkdir -p "$WORK"
-DATA=../shared/data/alpaca
-DATAOPTS=(--max-length 256 --limit-val "${LIMIT_VAL:-40}" --no-progress)
-PROMPTS=(--prompt "Give three tips for staying healthy." --prompt "Translate 'good morning' into French."
-         --prompt "Write a haiku about the sea.")
-python -m lightft eval instruct --model "$MODEL" --data "$DATA/validation.json" "${DATAOPTS[@]}" | tee "$WORK/base.json"
-python -m lightft generate --model "$MODEL" "${PROMPTS[@]}" --max-new-tokens 80 --jsonl | tee "$WORK/base_gen.jsonl"
-python -m lightft train instruct --model "$MODEL" --train "$DATA/train.json" --val "$DATA/validation.json" \
-  --out "$WORK/run" --overwrite "${DATAOPTS[@]}" --packing --max-steps "${STEPS:-8}" --batch-size 2 --lr 5e-4 \
-  --lora-targets all-linear --threads 2 --val-every "${STEPS:-8}"
-python -m lightft eval instruct --model "$WORK/run" --data "$DATA/validation.json" "${DATAOPTS[@]}" | tee "$WORK/tuned.json"
-python -m lightft generate --model "$WORK/run" "${PROMPTS[@]}" --max-new-tokens 80 --jsonl | tee "$WORK/tuned_gen.jsonl"
+# Instruction-tuning recipe (task instruct): SmolLM2 + LoRA on Alpaca train, judged before (BASE/alpaca-judge.json,
+# measured once) and after (OUT/judge.json) by scripts/decoder/judge_instruct.py: checkable prompts passed,
+# EOS rate, answer length, response-only loss / perplexity on the Alpaca validation split (OUT/metrics.json).
+# Settings and budget: scripts/decoder/alpaca-instruct.toml.
+#   scripts/decoder/alpaca_instruct.sh [more lightft train flags]   (env: scripts/recipe_env.sh; OUT=<run folder>)
+source "$(dirname "$0")/../recipe_env.sh"
+TOML=scripts/decoder/alpaca-instruct.toml
+AL=$(split_dir alpaca); MODEL=$SMOLLM2
+OUT=${OUT:-runs/alpaca-instruct-seed$SEED}
+JUDGE=(python scripts/decoder/judge_instruct.py --threads "$THREADS" ${INFER_DTYPE[@]+"${INFER_DTYPE[@]}"})
+guard_out "$OUT"
+mkdir -p "$BASE"
+if [[ ! -f "$BASE/alpaca-judge.json" ]]; then
+  "${JUDGE[@]}" --model "$MODEL" --val "$AL/validation.json" --max-length "$(toml_get $TOML max_length)" \
+    --out "$BASE/alpaca-judge.json" --answers-out "$BASE/alpaca-judge-answers.jsonl"
+fi
+python -m lightft train instruct --config $TOML --model "$MODEL" --train "$AL/train.json" --val "$AL/validation.json" \
+  --out "$OUT" ${REPLACE[@]+"${REPLACE[@]}"} --seed "$SEED" --threads "$THREADS" ${DECODER_PRECISION[@]+"${DECODER_PRECISION[@]}"} "$@"
+"${JUDGE[@]}" --model "$OUT" --out "$OUT/judge.json" --answers-out "$OUT/judge_answers.jsonl"

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Domain-adaptive pretraining (task lm) of SmolLM2 + LoRA on medical abstracts: held-out perplexity before/after.
-# Usage: scripts/decoder/medical_lm.sh   (env: STEPS=8 LIMIT_VAL=40 WORK=/tmp/lightft-medical MODEL=...)
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-source scripts/decoder/smollm2.sh
-WORK=${WORK:-/tmp/lightft-medical}
-mkdir -p "$WORK"
-DATA=../shared/data/medical_abstracts/train.txt          # one abstract per line
-head -n -250 "$DATA" > "$WORK/train.txt"                  # carve: the last 250 abstracts are held out
-tail -n 250 "$DATA" > "$WORK/heldout.txt"
-DATAOPTS=(--doc-per-line --max-length 256 --limit-val "${LIMIT_VAL:-40}" --no-progress)
-python -m lightft eval lm --model "$MODEL" --data "$WORK/heldout.txt" "${DATAOPTS[@]}" | tee "$WORK/base.json"
-python -m lightft train lm --model "$MODEL" --train "$WORK/train.txt" --out "$WORK/run" --overwrite "${DATAOPTS[@]}" \
-  --val-fraction 0.02 --max-steps "${STEPS:-8}" --batch-size 2 --lr 1e-3 --lora-targets all-linear --threads 2 \
-  --val-every "${STEPS:-8}"
-python -m lightft eval lm --model "$WORK/run" --data "$WORK/heldout.txt" "${DATAOPTS[@]}" | tee "$WORK/tuned.json"
+# Domain-adaptive pretraining recipe (task lm): SmolLM2 + LoRA on the medical abstracts' carved train part,
+# perplexity on the held-out whole abstracts (scripts/carve_splits.py) before (BASE/medical-lm.json, measured
+# once) and after (OUT/metrics.json). Settings and budget: scripts/decoder/medical-lm.toml.
+#   scripts/decoder/medical_lm.sh [more lightft train flags]     (env: scripts/recipe_env.sh; OUT=<run folder>)
+source "$(dirname "$0")/../recipe_env.sh"
+TOML=scripts/decoder/medical-lm.toml
+MED=$(split_dir medical_abstracts); MODEL=$SMOLLM2
+OUT=${OUT:-runs/medical-lm-seed$SEED}
+guard_out "$OUT"
+mkdir -p "$BASE"
+if [[ ! -f "$BASE/medical-lm.json" ]]; then
+  python -m lightft eval lm --model "$MODEL" --data "$MED/validation.txt" --doc-per-line \
+    --max-length "$(toml_get $TOML max_length)" --no-progress ${INFER_DTYPE[@]+"${INFER_DTYPE[@]}"} --metrics-out "$BASE/medical-lm.json"
+fi
+python -m lightft train lm --config $TOML --model "$MODEL" --train "$MED/train.txt" --val "$MED/validation.txt" \
+  --out "$OUT" ${REPLACE[@]+"${REPLACE[@]}"} --seed "$SEED" --threads "$THREADS" ${DECODER_PRECISION[@]+"${DECODER_PRECISION[@]}"} "$@"
+python -c 'import json, sys; b, a = (json.load(open(f)) for f in sys.argv[1:]); print(f"held-out perplexity {b[\"perplexity\"]:.2f} -> {a[\"val_perplexity\"]:.2f} ({100 * (a[\"val_perplexity\"] / b[\"perplexity\"] - 1):+.1f} %)")' \
+  "$BASE/medical-lm.json" "$OUT/metrics.json"

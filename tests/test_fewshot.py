@@ -1,0 +1,88 @@
+"""lightft fewshot options: demonstration selection, templates, contextual calibration, --predictions-out."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from lightft import LightftError
+from lightft import fewshot
+from lightft.fewshot import QAItem, build_prompt, choose_demos, resolve_template
+from supervised_utils import run_cli, write_lines
+from tiny_decoder import tiny_decoder
+
+POOL = [QAItem(f"What is the capital of L{i}?", [f"T{i}"], i, "capital") for i in range(6)] + \
+       [QAItem(f"What is the currency of L{i}?", [f"C{i}"], 6 + i, "currency") for i in range(6)]
+
+
+def test_relation_selection_keeps_to_the_items_relation():
+    item = QAItem("What is the currency of Z?", ["Zed"], 99, "currency")
+    for seed in range(5):
+        demos = choose_demos(POOL, 5, item, random.Random(seed), "relation")
+        assert len(demos) == 5 and {d.relation for d in demos} == {"currency"}
+    assert choose_demos(POOL, 5, item, random.Random(0), "relation") != \
+        choose_demos(POOL, 5, item, random.Random(1), "relation")
+    with pytest.raises(LightftError, match="only 6 items of relation 'currency'"):
+        choose_demos(POOL, 7, item, random.Random(0), "relation")
+
+
+def test_nearest_selection_puts_the_closest_last_and_skips_the_item():
+    item = POOL[3]
+    ranked = [3, 7, 2, 9, 0, 1, 4, 5, 6, 8, 10, 11]  # closest first; the item itself (3) must be skipped
+    demos = choose_demos(POOL, 3, item, random.Random(0), "nearest", ranked)
+    assert demos[-1] is POOL[7] and {id(d) for d in demos} == {id(POOL[7]), id(POOL[2]), id(POOL[9])}
+    assert choose_demos(POOL, 0, item, random.Random(0), "nearest", ranked) == []
+
+
+def test_templates():
+    terse = resolve_template("terse")
+    assert build_prompt(terse, POOL[:1], POOL[1]) == ("Q: What is the capital of L0?\nA: The answer is T0\n\n"
+                                                      "Q: What is the capital of L1?\nA: The answer is")
+    assert resolve_template("Question: {question} -> {answer}") == "Question: {question} -> {answer}"
+    with pytest.raises(LightftError, match="qa, terse"):
+        resolve_template("chatty")
+
+
+def test_calibration_picks_the_first_token_the_prompt_raises_most(tmp_path, monkeypatch):
+    """p(A) 0.6 vs p(B) 0.4 with the question, 0.9 vs 0.1 without it: calibration answers B, greedy A."""
+    model = tiny_decoder(tmp_path, "llama")
+    lm, tok, _ = fewshot.load_for_generation(str(model), chat=False)
+    a, b = tok.encode("A", add_special_tokens=False)[0], tok.encode("B", add_special_tokens=False)[0]
+
+    def fake(model, ids):
+        logp = torch.full((lm.cfg.vocab_size,), -30.0)
+        content_free = tok.decode(ids).endswith("N/A\nA:")
+        logp[a], logp[b] = (torch.tensor([0.9, 0.1]) if content_free else torch.tensor([0.6, 0.4])).log()
+        return logp
+
+    monkeypatch.setattr(fewshot, "first_token_logprobs", fake)
+    texts = fewshot.calibrated_generate(lm, tok, ["Q: x\nA:"], ["Q: N/A\nA:"],
+                                        fewshot.SamplingOptions(max_new_tokens=2, stop=("\n",)), batch_size=4)
+    assert texts[0].startswith("B")
+
+
+def test_cli_select_calibrate_and_predictions_out(tmp_path, capsys):
+    model = tiny_decoder(tmp_path, "llama")
+    rows = [{"question": f"What is the {r} of L{i}?", "answer": f"{r[0]}{i}", "relation": r}
+            for r in ("capital", "currency") for i in range(4)]
+    data = write_lines(tmp_path / "qa.jsonl", rows)
+    preds = tmp_path / "preds.jsonl"
+    code, out, err = run_cli(["fewshot", "--model", model, "--data", data, "--shots", "0,2", "--seeds", "2",
+                              "--select", "relation", "--template", "terse", "--calibrate", "--max-new-tokens", "3",
+                              "--predictions-out", preds], capsys)
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["calibrate"] and report["select"] == "relation"
+    assert set(report["results"][1]["by_relation"]) == {"capital", "currency"}
+    lines = [json.loads(x) for x in preds.read_text().splitlines()]
+    assert len(lines) == 8 + 2 * 8  # 0-shot once, 2-shot for two seeds
+    first = lines[-1]
+    assert {"shots", "seed", "prompt", "output", "prediction", "correct", "answers"} <= set(first)
+    assert first["prompt"].count("The answer is") == 3 and first["prompt"].endswith("The answer is")
+    assert "[fewshot] 2-shot seed 1" in err and " -> " in err  # a few answers shown
+    code, _, err = run_cli(["fewshot", "--model", model, "--data", write_lines(tmp_path / "plain.jsonl", [
+        {"question": "q", "answer": "a"}] * 3), "--select", "relation", "--shots", "1"], capsys)
+    assert code == 2 and "has no 'relation' field" in err
