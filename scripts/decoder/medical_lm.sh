@@ -15,5 +15,9 @@ if [[ ! -f "$BASE/medical-lm.json" ]]; then
 fi
 python -m lightft train lm --config $TOML --model "$MODEL" --train "$MED/train.txt" --val "$MED/validation.txt" \
   --out "$OUT" ${REPLACE[@]+"${REPLACE[@]}"} --seed "$SEED" --threads "$THREADS" ${DECODER_PRECISION[@]+"${DECODER_PRECISION[@]}"} "$@"
-python -c 'import json, sys; b, a = (json.load(open(f)) for f in sys.argv[1:]); print(f"held-out perplexity {b[\"perplexity\"]:.2f} -> {a[\"val_perplexity\"]:.2f} ({100 * (a[\"val_perplexity\"] / b[\"perplexity\"] - 1):+.1f} %)")' \
-  "$BASE/medical-lm.json" "$OUT/metrics.json"
+python - "$BASE/medical-lm.json" "$OUT/metrics.json" <<'PY'
+import json, sys
+base, after = (json.load(open(f)) for f in sys.argv[1:])
+change = 100 * (after["val_perplexity"] / base["perplexity"] - 1)
+print(f"held-out perplexity {base['perplexity']:.2f} -> {after['val_perplexity']:.2f} ({change:+.1f} %)")
+PY
