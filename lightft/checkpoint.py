@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
@@ -30,7 +31,7 @@ from lightft.textfile import read_json_file
 PathLike = Union[str, os.PathLike]
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-OPTIONAL_PARAMS = ("pooler.",)  # absent from some checkpoints (e.g. BertForMaskedLM); freshly initialised
+OPTIONAL_PARAMS = ("pooler.",)  # absent from some checkpoints (e.g. BertForMaskedLM); initialised from a fixed seed
 
 
 def parse_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
@@ -58,8 +59,7 @@ def read_model_config(model_dir: PathLike) -> ModelConfig:
         raise LightftError(f"{path}: model folder not found")
     cfg_path = path / "config.json"
     if not cfg_path.exists():
-        raise LightftError(f"{path}: missing config.json (a Hugging Face model folder needs config.json, "
-                           "model.safetensors and tokenizer.json)")
+        raise missing_config(path)
     hf = read_json(cfg_path)
     try:
         cfg = family_for(hf, str(cfg_path)).read_config(hf, str(cfg_path))
@@ -68,6 +68,22 @@ def read_model_config(model_dir: PathLike) -> ModelConfig:
     except (KeyError, TypeError, ValueError) as e:
         raise LightftError(f"{cfg_path}: malformed config ({type(e).__name__}: {e})") from None
     return check_model_config(cfg, str(cfg_path))
+
+
+def missing_config(path: Path) -> LightftError:
+    """The error for a folder without config.json; a LoRA adapter export is named as such, with the fix."""
+    if (path / "adapter_config.json").is_file():
+        run = None
+        if (path / "lightft_task.json").is_file():  # lightft.task_heads.TASK_FILE, written by `lightft export`
+            try:
+                run = read_json(path / "lightft_task.json").get("run")
+            except LightftError:
+                run = None
+        source = f"the run folder it was exported from ({run})" if isinstance(run, str) else "the run folder"
+        return LightftError(f"{path}: a LoRA adapter (adapter_config.json) without its base model, not a model "
+                            f"folder; give {source} as --model, or export that run with --merged")
+    return LightftError(f"{path}: missing config.json (a Hugging Face model folder needs config.json, "
+                        "model.safetensors and tokenizer.json)")
 
 
 def weight_files(model_dir: PathLike) -> list[Path]:
@@ -229,12 +245,21 @@ def read_extra_weights(model_dir: PathLike, namespace: str) -> dict[str, torch.T
 
 
 def _materialise_rest(model: Transformer, dtype: torch.dtype) -> None:
-    """Give real storage to parameters the checkpoint did not hold (optional ones, or strict=False)."""
-    for module in model.modules():
+    """Give real storage to parameters the checkpoint did not hold (optional ones, or strict=False).
+
+    Their values are drawn from a generator seeded by the parameter's name, never from torch's global
+    random state: every load of the same folder gives the same pooler, so a LoRA run (whose frozen
+    pooler is not saved) is evaluated with the pooler it was trained with.
+    """
+    for mname, module in model.named_modules():
         for pname, p in list(module.named_parameters(recurse=False)):
             if p.device.type == "meta":
                 fresh = torch.empty(p.shape, dtype=dtype)
-                torch.nn.init.normal_(fresh, std=0.02) if fresh.dim() > 1 else torch.nn.init.zeros_(fresh)
+                seed = zlib.crc32(f"{mname}.{pname}".encode())
+                if fresh.dim() > 1:
+                    fresh.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(seed))
+                else:
+                    torch.nn.init.zeros_(fresh)
                 if pname == "weight" and isinstance(module, torch.nn.LayerNorm):
                     torch.nn.init.ones_(fresh)
                 setattr(module, pname, torch.nn.Parameter(fresh, requires_grad=p.requires_grad))

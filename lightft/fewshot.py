@@ -67,11 +67,12 @@ def read_items(path: str) -> list[QAItem]:
 
     items = []
     for line, rec in read_records(path):
+        hint = 'fewshot JSONL: {"question", "answer"[, "answers"]} or {"text", "label"} per line'
         if "question" in rec or "text" not in rec:
-            question = require_field(path, line, rec, "question")
-            answer = require_field(path, line, rec, "answer")
+            question = require_field(path, line, rec, "question", hint)
+            answer = require_field(path, line, rec, "answer", hint)
         else:
-            question, answer = rec["text"], require_field(path, line, rec, "label")
+            question, answer = rec["text"], require_field(path, line, rec, "label", hint)
         answers = rec.get("answers") or [answer]
         if not isinstance(question, str) or not isinstance(answers, list) or not all(
                 isinstance(a, (str, int, float)) for a in [answer, *answers]):

@@ -29,6 +29,7 @@ from lightft.prompts import format_prompt
 from lightft.quant import dequantize_linears
 from lightft.runs import load_run
 from lightft.runs.folder import is_run_dir
+from lightft.task_heads import export_template
 from lightft.textfile import read_json_file
 from lightft.tokenizer import Tokenizer, load_tokenizer
 
@@ -224,7 +225,8 @@ def load_for_generation(path: str, dtype: str = "float32", chat: Optional[bool] 
                         ) -> tuple[Transformer, Tokenizer, Optional[str]]:
     """(model, tokenizer, template) for a model folder, a merged export or a run folder.
 
-    The template is the one an instruct run was trained with; otherwise the model's chat template
+    The template is the one an instruct run was trained with (read from the run, or from the
+    lightft_task.json of its export); otherwise the model's chat template
     when it has one and `chat` is not False, else None (raw text). `kernels`: see lightft.kernels.
     """
     template = None
@@ -237,6 +239,7 @@ def load_for_generation(path: str, dtype: str = "float32", chat: Optional[bool] 
         template = run.task_state.get("template")
     else:
         model, tokenizer = load_model(path, dtype=dtype), load_tokenizer(path)
+        template = export_template(path)  # a merged export of an instruct run: the run's template
     use_kernels(model, kernels, inference=True)  # auto, bf16 on CPU: weights packed for oneDNN, ~1.6x faster decoding
     if chat is False:
         template = None

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import torch
 
-from lightft.checkpoint import PathLike, _open, read_json, weight_files
+from lightft.checkpoint import PathLike, _open, missing_config, read_json, weight_files
 from lightft.errors import LightftError
 from lightft.families import family_for
 from lightft.families.common import TaskClass
@@ -92,6 +92,19 @@ def _why_not(tc: Optional[TaskClass], task: str, task_state: dict[str, Any], hea
     return None
 
 
+def export_template(folder: PathLike) -> Optional[str]:
+    """The prompt template an instruct run trained with, as its export records it in lightft_task.json
+    ('chat', 'alpaca' or a custom text); None for other folders, so generate decodes an export of an
+    instruct run as it decodes the run."""
+    path = Path(folder) / TASK_FILE
+    if not path.is_file():
+        return None
+    info = read_json(path)
+    state = info.get("task_state")
+    template = state.get("template") if info.get("task") == "instruct" and isinstance(state, dict) else None
+    return template if isinstance(template, str) else None
+
+
 @dataclass
 class SavedHead:
     """A trained head read from a folder: what `load_run` needs to rebuild the task module around a backbone."""
@@ -112,6 +125,8 @@ def read_task_head(folder: PathLike) -> Optional[SavedHead]:
     backbone and have no separate head here.
     """
     path = Path(folder)
+    if not (path / "config.json").exists() and (path / "adapter_config.json").is_file():
+        raise missing_config(path)  # an --adapter export: no base weights to put the head on
     info = read_json(path / TASK_FILE) if (path / TASK_FILE).is_file() else None
     if info is not None and not isinstance(info.get("task"), str):
         raise LightftError(f"{path / TASK_FILE}: missing 'task'; re-export the run")

@@ -95,8 +95,9 @@ def record_messages(path: str, line: int, rec: dict[str, Any]) -> list[dict[str,
         if any(not m["content"].strip() for m in answers):
             raise EmptyResponse(f"{where}: empty assistant message (nothing to learn from): skipped")
         return msgs
-    instruction = require_field(path, line, rec, "instruction")
-    output = require_field(path, line, rec, "output")
+    hint = 'instruct data: Alpaca {"instruction", "input", "output"} or chat {"messages": [...]} records'
+    instruction = require_field(path, line, rec, "instruction", hint)
+    output = require_field(path, line, rec, "output", hint)
     input_text = rec.get("input") or ""
     if not all(isinstance(x, str) for x in (instruction, output, input_text)):
         raise LightftError(f"{where}: instruction, input and output must be strings")

@@ -66,7 +66,9 @@ def iter_conll(path: str) -> Iterator[Sentence]:
 
 def iter_ner_jsonl(path: str) -> Iterator[Sentence]:
     for n, rec in iter_jsonl(path):
-        words = require_field(path, n, rec, "tokens")
+        words = require_field(path, n, rec, "tokens", 'NER JSONL holds the words, one line per sentence: '
+                              '{"tokens": ["Peter", "lives", "in", "Brussels"], "tags": [...]}; tags only to train '
+                              'or evaluate')
         if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
             raise LightftError(f"{path}:{n}: 'tokens' must be a non-empty list of non-empty strings")
         words = [w.strip() for w in words]

@@ -134,10 +134,14 @@ def read_records(path: PathLike, fmt: Optional[str] = None) -> list[Record]:
     return records
 
 
-def require_field(path: PathLike, line: int, record: dict[str, Any], key: str) -> Any:
-    """record[key], or an error naming file, line, the missing key and the keys that are there."""
+COLUMNS_HINT = "column names are configurable, e.g. --text-column"
+
+
+def require_field(path: PathLike, line: int, record: dict[str, Any], key: str, hint: str = COLUMNS_HINT) -> Any:
+    """record[key], or an error naming file, line, the missing key and the keys that are there, with `hint`
+    (how to fix it: the column flags where they apply, else the format the reader expects)."""
     if key not in record:
         raise LightftError(f"{path}:{line}: missing field {key!r}; found fields: "
                            f"{escape_for_terminal(', '.join(map(str, record)), 120) if record else 'none'}"
-                           " (column names are configurable, e.g. --text-column)")
+                           f" ({hint})")
     return record[key]

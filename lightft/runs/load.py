@@ -51,7 +51,9 @@ def chain_state(run_dir: str, task: str, own_shapes: Optional[dict[str, torch.Si
 
     Head tensors of a run of another task are left out (they belong to that task: an mlm run gives a
     qa run only its backbone), and so are head tensors whose shape differs from `own_shapes`
-    (another label set): those stay freshly initialised, and a line says so.
+    (another label set): those stay freshly initialised, and a line says so. A run's own head replaces
+    its ancestors' whole (a head is always saved whole), and head tensors `own_shapes` has no place for
+    (the bias of a decoder classify head made before those heads lost it) are left out, with a line.
     """
     if not is_run_dir(run_dir):
         raise LightftError(f"--init {run_dir}: not a run folder (no {RUN_FILE})")
@@ -66,10 +68,19 @@ def chain_state(run_dir: str, task: str, own_shapes: Optional[dict[str, torch.Si
     other_task = info["task"] != task
     skipped = [k for k, v in own.items() if k.startswith(HEAD) and
                (other_task or (own_shapes is not None and k in own_shapes and own_shapes[k] != v.shape))]
+    extra = [k for k in own if k.startswith(HEAD) and k not in skipped and own_shapes is not None
+             and k not in own_shapes]
     if skipped and own_shapes is not None:
         print(f"[init] head tensors of another task or shape left freshly initialised: {', '.join(skipped)}",
               file=sys.stderr)
-    state.update({k: v for k, v in own.items() if k not in skipped})
+    if extra:
+        print(f"[init] {run_dir}: left out head tensors this run's head has no place for: {', '.join(extra)} "
+              "(e.g. the bias of a decoder classify head made before those heads lost it, to match transformers)",
+              file=sys.stderr)
+    kept = {k: v for k, v in own.items() if k not in skipped and k not in extra}
+    if any(k.startswith(HEAD) for k in kept):
+        state = {k: v for k, v in state.items() if not k.startswith(HEAD)}
+    state.update(kept)
     return state
 
 
