@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         prompts = read_prompts(Path(args.prompts))
+        from lightft.named_models import resolve_model
+
+        args.model = resolve_model(args.model)  # a folder, or a name such as smollm2 (`lightft models`)
         answers = answer_prompts(args.model, prompts, args.max_new_tokens, args.dtype, args.batch_size)
         report = {"model": args.model, **summarise(answers)}
         if args.val:
