@@ -129,13 +129,13 @@ LAUNCH = ("import os, sys\npid = os.fork()\nif pid == 0:\n    os.execvp(sys.argv
           "sys.exit(os.waitstatus_to_exitcode(status))\n")
 
 
-def run_process(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes) of one child process; its output goes to `log`."""
+def run_process(cmd: list[str], env: dict[str, str], log: Path, cwd: Path = REPO) -> tuple[float, int]:
+    """(wall seconds, peak RSS bytes) of one child process, run in `cwd`; its output goes to `log`."""
     rss_file = log.with_suffix(".maxrss")
     with open(log, "w") as f:
         start = time.perf_counter()
         code = subprocess.run([sys.executable, "-c", LAUNCH, str(rss_file), *cmd], env=env, stdout=f,
-                              stderr=subprocess.STDOUT, cwd=REPO).returncode
+                              stderr=subprocess.STDOUT, cwd=cwd).returncode
         seconds = time.perf_counter() - start
     if code != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
@@ -153,7 +153,9 @@ def lightft_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Pat
             if w["lora"] else ["--full"])
     cmd += {"auto": [], "bf16": ["--precision", "bf16-mixed"], "fp32": ["--precision", "32-true"]}[a.precision]
     cmd += ["--accelerator", "gpu"] if a.device == "cuda" else []
-    seconds, rss = run_process([str(c) for c in cmd], env, run / "lightft.log")
+    # --lightft-src: another checkout's lightft (`python -m` puts the working folder first on sys.path)
+    src = Path(a.lightft_src) if a.lightft_src else REPO
+    seconds, rss = run_process([str(c) for c in cmd], {**env, "PYTHONPATH": str(src)}, run / "lightft.log", cwd=src)
     m = json.loads((run / "lightft" / "metrics.json").read_text())
     recorded = json.loads((run / "lightft" / "run.json").read_text())["options"]
     return {"process_s": seconds, "rss": rss, "tokens": m["train_tokens"], "train_s": m["train_seconds"],
@@ -190,8 +192,10 @@ def spread(values: list[float], fmt: str) -> str:
 def table(results: list[dict[str, Any]], header: dict[str, Any]) -> str:
     """Markdown: per workload and side the spread over rounds, then the lightft / Trainer ratios per round."""
     lines = [f"`{header['command']}` — {header['cpu']}, {header['threads']} thread(s), load average "
-             f"{header['load_start']:.1f} at the start, {header['load_end']:.1f} at the end; lightft resolved "
-             f"--precision auto to {header['precision']}",
+             f"{header['load_start']:.1f} at the start, {header['load_end']:.1f} at the end; lightft ran with "
+             f"--precision {'/'.join(sorted({r['lightft']['precision'] for r in results}))}"
+             f"{' from ' + header['lightft_src'] if header.get('lightft_src') else ''}, the Trainer "
+             f"{'with bf16' if header['trainer_bf16'] else 'in fp32'}",
              "", "| workload | side | real tokens/s (training run) | process s | peak RSS GB | metric |",
              "|---|---|---:|---:|---:|---|"]
     for name in dict.fromkeys(r["workload"] for r in results):
@@ -214,8 +218,9 @@ def table(results: list[dict[str, Any]], header: dict[str, Any]) -> str:
     for name in dict.fromkeys(r["workload"] for r in results):
         splits = [r["lightft"]["time_split"] for r in results if r["workload"] == name and r["lightft"]["time_split"]]
         keys = ("load", "data", "steps", "validation", "checkpoints", "probe", "other", "total")
-        lines.append(f"| {name} | " + " | ".join(f"{sum(s.get(k, 0) for s in splits) / len(splits):.1f}" for k in keys)
-                     + " |")
+        if splits:  # a lightft from before issue 18 (--lightft-src) writes no time split
+            lines.append(f"| {name} | " + " | ".join(f"{sum(s.get(k, 0) for s in splits) / len(splits):.1f}"
+                                                     for k in keys) + " |")
     return "\n".join(lines)
 
 
@@ -233,6 +238,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--data", default=str(DATA), help="folder of the shared data sets (default: $LIGHTFT_DATA or "
                    "../shared/data)")
+    p.add_argument("--lightft-src", help="run the lightft side from this checkout (e.g. one from before issue 18, "
+                   "for the 'before' figures; default: this one)")
     p.add_argument("--keep", help="keep the run folders and logs here (default: a temporary folder)")
     p.add_argument("--json-out", help="also write every run's figures to this JSON file")
     return p.parse_args(argv)
@@ -256,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     models = tiny_models(root) if a.tiny else {"minilm": minilm_dir(), "smollm2": smollm2_dir()}
     header = {"command": "python benchmarks/end_to_end.py " + " ".join(sys.argv[1:] if argv is None else argv),
               **{k: v for k, v in machine_info().items() if k in ("cpu",)}, "threads": a.threads,
-              "load_start": os.getloadavg()[0], "precision": lightft_precision}
+              "load_start": os.getloadavg()[0], "precision": lightft_precision, "trainer_bf16": bf16,
+              "lightft_src": a.lightft_src}
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
     results = []
     try:

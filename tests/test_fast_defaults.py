@@ -98,6 +98,17 @@ def test_a_newcomer_without_precision_flags_gets_the_fast_path(tmp_path, monkeyp
     assert run.backbone.embed_tokens.weight.dtype == (torch.bfloat16 if fast_cpu else torch.float32)
     assert all(p.dtype == torch.float32 for n, p in run.backbone.named_parameters() if "lora_" in n)
 
+    # a merged export adds ΔW to the checkpoint's own fp32 values, never to the bf16 copy the run trained over
+    from lightft.checkpoint import load_model
+    from lightft.cli.export import export_run
+
+    export_run(str(out), str(tmp_path / "merged"), adapter=False, dtype=None, force=False, say=lambda line: None)
+    base, merged = load_model(str(model)).state_dict(), load_model(str(tmp_path / "merged")).state_dict()
+    assert all(t.dtype == torch.float32 for t in merged.values())
+    untouched = [k for k in base if not any(t in k for t in ("q_proj", "k_proj", "v_proj", "o_proj"))]
+    assert "embed_tokens.weight" in untouched and all(torch.equal(merged[k], base[k]) for k in untouched)
+    assert any(not torch.equal(merged[k], base[k]) for k in base if "q_proj.weight" in k)  # ΔW is in there
+
 
 def test_limits_stop_tokenising_when_the_split_is_its_own_file(tmp_path, monkeypatch, sentiment):
     from lightft.data.classify import ClassificationDataModule
