@@ -15,6 +15,7 @@ the final metric; then a markdown table ready for benchmarks/RESULTS.md.
     python benchmarks/end_to_end.py                          # alpaca, sst2, conll at full size, 2 rounds
     python benchmarks/end_to_end.py --workloads alpaca --rounds 3
     python benchmarks/end_to_end.py --limit-train 64 --limit-val 32   # smaller, for a busy machine
+    python benchmarks/end_to_end.py --smoke --rounds 1       # the real models on 32 / 8 examples: a few minutes
     python benchmarks/end_to_end.py --tiny                   # tiny random models, a few examples: checks the script
 
 Workloads (sizes as flags): alpaca = SmolLM2-135M-Instruct LoRA q,v r8 instruct tuning, 256 examples,
@@ -53,8 +54,10 @@ WORKLOADS: dict[str, dict[str, Any]] = {
                   metric="val_f1"),
 }
 DATA = Path(os.environ.get("LIGHTFT_DATA", SHARED_DATA))  # the shared data sets (--data)
-# --tiny: 32 training sentences are the fewest of CoNLL's that hold every tag of its first 8 validation ones
-TINY = dict(limit_train=32, limit_val=8, batch_size=4, max_length=64)
+# --smoke / --tiny: 32 training sentences are the fewest of CoNLL's that hold every tag of its first 8 validation
+# ones (lightft refuses a validation tag it never trained on)
+SMOKE = dict(limit_train=32, limit_val=8)
+TINY = dict(SMOKE, batch_size=4, max_length=64)
 LORA = dict(lora_r=8, lora_alpha=16.0, lora_dropout=0.05)
 
 
@@ -212,12 +215,12 @@ def table(results: list[dict[str, Any]], header: dict[str, Any]) -> str:
         rss = [r["lightft"]["rss"] / r["trainer"]["rss"] for r in rows]
         lines.append(f"| {name} | **ratio** | **{spread(tok, '.2f')}×** | {spread(wall, '.2f')}× faster | "
                      f"{spread(rss, '.2f')}× | |")
-    lines += ["", "lightft time split (s, mean over rounds): load / data / steps / validation / checkpoints / other",
-              "", "| workload | load | data | steps | validation | checkpoints | probe | other | total |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "lightft time split (s, mean over rounds; metrics.json `time_split`; report: samples.json and "
+              "report.html)", "", "| workload | load | data | steps | validation | checkpoints | probe | report | other "
+              "| total |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in dict.fromkeys(r["workload"] for r in results):
         splits = [r["lightft"]["time_split"] for r in results if r["workload"] == name and r["lightft"]["time_split"]]
-        keys = ("load", "data", "steps", "validation", "checkpoints", "probe", "other", "total")
+        keys = ("load", "data", "steps", "validation", "checkpoints", "probe", "report", "other", "total")
         if splits:  # a lightft from before issue 18 (--lightft-src) writes no time split
             lines.append(f"| {name} | " + " | ".join(f"{sum(s.get(k, 0) for s in splits) / len(splits):.1f}"
                                                      for k in keys) + " |")
@@ -229,6 +232,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workloads", default="alpaca,sst2,conll", help="comma list of " + ", ".join(WORKLOADS))
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--tiny", action="store_true", help="tiny random models and a few examples (checks the script)")
+    p.add_argument("--smoke", action="store_true", help="the real models and settings on 32 training / 8 validation "
+                   "examples per workload (checks the real-model paths in a few minutes; not a measurement)")
     for key in ("limit_train", "limit_val", "batch_size", "max_length", "epochs"):
         p.add_argument("--" + key.replace("_", "-"), type=int, help="override every workload's value")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per side (default: all cores)")
@@ -270,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for rnd in range(a.rounds):
             for name in names:
-                w = {**WORKLOADS[name], **(TINY if a.tiny else {}),
+                w = {**WORKLOADS[name], **(TINY if a.tiny else SMOKE if a.smoke else {}),
                      **{k: getattr(a, k) for k in ("limit_train", "limit_val", "batch_size", "max_length", "epochs")
                         if getattr(a, k) is not None}}
                 run = root / f"{name}-round{rnd + 1}"
