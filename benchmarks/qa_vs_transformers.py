@@ -84,7 +84,9 @@ def main() -> None:
         opts = Options(model=str(minilm_dir()), train=str(DATA / "train.json"), val=str(DATA / "validation.json"),
                        out=str(Path(tmp) / "run"), lora=False, max_steps=args.steps, epochs=1,
                        batch_size=args.batch_size, max_length=args.max_length, doc_stride=args.doc_stride,
-                       lr=args.lr, progress=False, threads=args.threads)
+                       lr=args.lr, progress=False, threads=args.threads,
+                       # pinned: the plain loop below runs fp32 on the loader's own (random) order
+                       precision="32-true", dtype="float32", group_by_length=False)
         ours = train("qa", opts)
         theirs = run_transformers(opts)
     result = {"lightft": {"exact_match": ours["val_exact_match"], "f1": ours["val_f1"], "train_seconds": ours["train_seconds"]},

@@ -72,7 +72,8 @@ def run_lightft(args: argparse.Namespace, train_file: str, val_file: str, out: P
                    lora=args.mode == "lora", **lora, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, weight_decay=0.01,
                    max_length=args.max_length, seed=args.seed, pooling="pooler", classifier_dropout=0.1,
-                   progress=False, cache=False, log_every=50, group_by_length=args.group_by_length)
+                   progress=False, cache=False, log_every=50, group_by_length=args.group_by_length,
+                   precision="32-true", dtype="float32")  # the Trainer side below runs fp32 (no bf16 flag)
     metrics = train(args.task, opts)
     score = metrics["val_accuracy"] if args.task == "classify" else metrics["val_f1"]
     return {"side": "lightft", "score": score, "train_seconds": metrics["train_seconds"], "steps": metrics["steps"]}

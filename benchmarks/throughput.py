@@ -508,6 +508,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N for workload (e) and GPU runs of (a)-(c)")
     p.add_argument("--e-size", choices=sorted(common.RANDOM_LLAMAS), default="1b",
                    help="(e): the random Llama's shape (tiny = a few-second check of the harness on a CPU)")
+    p.add_argument("--batch", type=int, help="override the workload's batch size")
+    p.add_argument("--max-length", type=int, help="override the workload's sequence length (random tokens: the length)")
     p.add_argument("--seed", type=int, default=0, help="LoRA init, batch order (both sides); rerun with others for the spread")
     p.add_argument("--limit-train", type=int, default=1200, help="training examples tokenised (alpaca / sst2)")
     p.add_argument("--limit-val", type=int, default=None, help="validation examples (default: 64 alpaca, 872 sst2)")
@@ -527,6 +529,9 @@ def main() -> None:
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     args = p.parse_args()
+    for key in ("batch", "max_length"):  # smaller shapes for a dry run (benchmarks/gpu_check.sh --tiny)
+        if getattr(args, key):
+            WORKLOADS[args.workload][key] = getattr(args, key)
     if args.limit_val is None:
         args.limit_val = 872 if args.workload == "c" else 64
     if args.worker:

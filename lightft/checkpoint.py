@@ -341,26 +341,32 @@ def make_temp_dir(parent: PathLike, name: str) -> Path:
     return tmp
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], None], durable: bool = True) -> None:
     """`write(tmp)` into a temporary sibling, fsync, rename onto `path`: a reader never sees half a file.
 
-    A kill at any moment leaves the old file or the new one. A full disk or a read-only folder is
-    one line naming the file; the temporary file is removed and the old file, if any, is kept.
+    A kill at any moment leaves the old file or the new one: the rename alone promises that. A full
+    disk or a read-only folder is one line naming the file; the temporary file is removed and the old
+    file, if any, is kept. `durable` also fsyncs the data before the rename and the folder after it,
+    so the new file survives a power loss too; that costs about a second per few hundred MB, so a
+    writer may skip it for a file nothing resumes from (best.ckpt: lightft/train/checkpointing.py).
     """
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error type
         reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:160] or type(e).__name__
         raise LightftError(f"{path}: cannot write ({reason}); nothing was replaced") from None
     finally:
         tmp.unlink(missing_ok=True)
+    if not durable:
+        return
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
         os.fsync(fd)

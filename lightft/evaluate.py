@@ -15,6 +15,7 @@ from lightft.checkpoint import load_model
 from lightft.errors import LightftError
 from lightft.options import Options, eval_overrides
 from lightft.runs import load_run
+from lightft.runs.defaults import resolve_auto
 from lightft.runs.folder import is_run_dir, read_run
 from lightft.task_heads import read_task_head
 from lightft.tasks.module import TaskModule
@@ -52,6 +53,7 @@ def export_module(folder: str, task: str, opts: Options) -> Optional[TaskModule]
     if saved.options:
         given = {k: getattr(opts, k) for k in eval_overrides() if getattr(opts, k) is not None}
         opts = Options.from_dict({**saved.options, **given, "compile": False}, saved.source)
+    opts = resolve_auto(task, opts, saved.options or None)  # --dtype / --precision auto: the export's values
     module = get_task(task).module(load_model(folder, dtype=opts.dtype), opts, **saved.task_state)
     module.load_trainable(saved.tensors, saved.source)
     return module.eval()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional, TypeVar, Union
 
 from lightft.errors import LightftError
+from lightft.precision import DTYPES, PRECISIONS
 from lightft.safe_config import load_toml, load_yaml
 from lightft.textfile import read_text_file
 
@@ -130,7 +131,9 @@ class DataOptions(OptionGroup):
     text_column: str = opt("text", "Column / field holding the text.", resume=True, cache=True, eval="flag")
     val_fraction: float = opt(0.1, "Share of --train held out for validation when --val is not given.", resume=True,
                               gt=0, lt=1)
-    group_by_length: bool = opt(False, "Batch examples of similar length together (less padding).", resume=True)
+    group_by_length: Optional[bool] = opt(None, "Batch examples of similar length together (less padding; "
+                                          "default: on, except for packed rows: lm, instruct --packing).",
+                                          resume=True)
     num_workers: int = opt(0, "DataLoader worker processes.", ge=0)
     cache: bool = opt(True, "Cache tokenised data under $LIGHTFT_CACHE (default ~/.cache/lightft).")
     limit_train: Optional[int] = opt(None, "Use only the first N training examples (quick experiments).", resume=True,
@@ -216,10 +219,12 @@ class InstructOptions(OptionGroup):
 @dataclass
 class RuntimeOptions(OptionGroup):
     group: ClassVar[str] = "runtime"
-    precision: str = opt("32-true", "Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed.",
-                         eval="flag")
-    dtype: str = opt("float32", "dtype the base weights are loaded in (float32 | bfloat16 | float16).", resume=True,
-                     eval="flag", choices=("float32", "bfloat16", "float16"))
+    precision: str = opt("auto", "Lightning precision: auto | 32-true | bf16-mixed | bf16-true | 16-mixed (auto: "
+                         "bf16-mixed on CPUs with AMX / AVX-512-BF16 and bf16 GPUs, else 32-true; run.json records "
+                         "the choice).", eval="flag", choices=PRECISIONS)
+    dtype: str = opt("auto", "dtype the base weights are loaded in: auto | float32 | bfloat16 | float16 (auto: "
+                     "bfloat16 for frozen weights under a bf16 precision, else float32; LoRA factors and heads "
+                     "are always float32).", resume=True, eval="flag", choices=DTYPES)
     accelerator: str = opt("auto", "cpu | gpu | auto.")
     devices: str = opt("auto", "Devices per node: a number, a list, or auto.")
     num_nodes: int = opt(1, "Number of nodes.", resume=True, ge=1)

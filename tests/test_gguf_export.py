@@ -29,7 +29,10 @@ TOLERANCE = {"f32": 1e-6, "f16": 2e-3, "bf16": 1e-2, "q8_0": 2e-2}
 
 def _train(base, data, out, *extra):
     res = CliRunner().invoke(cli, ["train", "instruct", "--model", str(base), "--train", str(data), "--out", str(out),
-                                   "--lora-targets", "all-linear", *extra, *FAST], catch_exceptions=False)
+                                   "--lora-targets", "all-linear", *extra, *FAST, "--precision", "32-true",
+                                   "--no-group-by-length"], catch_exceptions=False)
+    # fp32 and random batches, the defaults these tolerances were set with: the export is compared with the run
+    # to f32 tolerance, and the bf16 export's 1e-2 held for these weights (a length-grouped run's gave 3e-2)
     assert res.exit_code == 0, res.output
     return out
 

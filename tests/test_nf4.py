@@ -188,7 +188,8 @@ def test_qlora_training_cli_eval_export(tmp_path):
     data.write_text(json.dumps([{"instruction": f"Say {w}", "input": "", "output": w} for w in ["yes", "no"] * 6]))
     runner = CliRunner()
     res = runner.invoke(cli, ["train", "instruct", "--model", str(model), "--train", str(data), "--out",
-                              str(tmp_path / "run"), "--quantize", "nf4", *FAST], catch_exceptions=False)
+                              str(tmp_path / "run"), "--quantize", "nf4", *FAST, "--precision", "32-true"],
+                       catch_exceptions=False)  # fp32: the merged export gives the run's logits to 1e-5
     assert res.exit_code == 0, res.output
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["options"]["quantize"] == "nf4"

@@ -24,7 +24,8 @@ def build(tmp_path, family: str, task: str, lora: bool = True, **task_args):
     from lightft.train.run import build_module
 
     base = make_tiny_model(tmp_path / family, family)
-    opts = Options(lora=lora, lora_targets="q,v", lora_r=2, pooling=task_args.pop("pooling", "auto"))
+    opts = Options(lora=lora, lora_targets="q,v", lora_r=2, pooling=task_args.pop("pooling", "auto"),
+                   precision="32-true")  # fp32: logits are compared with transformers' to 1e-5
     module = build_module(task, str(base), opts, task_args)
     torch.manual_seed(1)
     with torch.no_grad():

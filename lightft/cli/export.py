@@ -71,6 +71,15 @@ def export_trained(backbone: Any, head: dict[str, Any], task: str, task_state: d
     return out
 
 
+def merge_dtype(run_dir: str) -> Optional[str]:
+    """The dtype a merged export loads the run's base weights in: float32, so that ΔW is added to the
+    checkpoint's own values (a bf16 copy of the base, `--dtype auto`'s choice for frozen weights,
+    would round small updates away). An NF4 run keeps its dtype: its 4-bit codes were made from it."""
+    from lightft.runs.folder import read_run
+
+    return None if read_run(run_dir)["options"].get("quantize", "none") != "none" else "float32"
+
+
 def export_gguf(run_dir: str, out_file: str, kind: str, force: bool) -> Path:
     """Write the run's merged backbone (LoRA / DoRA folded in, an NF4 base dequantised) as one GGUF file."""
     from lightft.checkpoint import hf_state_dict, read_model_config
@@ -87,7 +96,7 @@ def export_gguf(run_dir: str, out_file: str, kind: str, force: bool) -> Path:
         raise LightftError(f"{out}: already exists; choose another --gguf file or add --force")
     base = read_run(run_dir)["base_model"]
     check_exportable(read_model_config(base), run_dir)  # a BERT run stops here, before loading anything
-    backbone = load_run(run_dir).backbone
+    backbone = load_run(run_dir, dtype=merge_dtype(run_dir)).backbone
     state = hf_state_dict(backbone, state=merged_state_dict(backbone))
     return write_gguf(backbone.cfg, state, base, out, kind, name=Path(run_dir).name)
 
@@ -104,7 +113,7 @@ def export_run(run_dir: str, out_dir: str, adapter: bool, dtype: Optional[str], 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:  # before the slow load
         raise LightftError(f"{out}: folder is not empty; choose another --out or add --force")
-    r = load_run(run_dir)
+    r = load_run(run_dir, dtype=None if adapter else merge_dtype(run_dir))
     return export_trained(r.backbone, r.head, r.task, r.task_state, r.base_model, out_dir, adapter, dtype, force, say,
                           run=str(Path(run_dir).resolve()), options=r.options.to_dict())
 

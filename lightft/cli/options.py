@@ -51,8 +51,9 @@ def option_decorators(names: Optional[Iterable[str]] = None, skip: tuple[str, ..
                 # a plain --no-X stays out of the listing (the help of --X names it)
                 fn = click.option(off, f.name + PAIR_SUFFIX, is_flag=True, default=False, hidden=not pair,
                                   help=f"[{group_of(f.name).group}] The opposite of {on}.")(fn)
+                shown = "per task" if f.default is None else (on if f.default else off)
                 fn = click.option(on, f.name, is_flag=True, default=False,
-                                  help=f"{help_text} [default: {on if f.default else off}]")(fn)
+                                  help=f"{help_text} [default: {shown}]")(fn)
             else:
                 shown = "" if f.default is None else f" [default: {f.default}]"
                 fn = click.option(flag(f.name), f.name, type=_click_type(f), default=None,

@@ -61,6 +61,7 @@ class TaskDataModule(L.LightningDataModule):
         self.tokenizer, self.opts = tokenizer, opts
         self.files = {"train": train_file, "val": val_file, "eval": eval_file}
         self.datasets: dict[str, list[Example]] = {}
+        self._loaded: dict[str, list[Example]] = {}
         self.stats: dict[str, dict[str, Any]] = {}
         self.pad_multiple = opts.resolved_pad_multiple()  # checked here: a bad value fails before any work
         if opts.max_length < self.min_length:
@@ -103,15 +104,42 @@ class TaskDataModule(L.LightningDataModule):
         return [p]
 
     def load(self, split: str) -> list[Example]:
-        """Tokenised examples of one split (from the cache when the inputs did not change)."""
+        """Tokenised examples of one split (from the cache when the inputs did not change).
+
+        Kept in memory once loaded, so `setup` after `prepare_data` in the same process does not read
+        back the cache it has just written."""
+        if split in self._loaded:
+            return self._loaded[split]
         path = self.files[split]
         assert path is not None
         tok_file = Path(self.tokenizer.source) / "tokenizer.json"
         files = self.source_files(path) + ([tok_file] if tok_file.is_file() else [])
-        examples, stats, _ = maybe_cached(self.opts.cache, files, {**self.cache_options(), "split": split},
-                                          lambda: self.build_examples(path, split))
+        limit = self.build_limit(split)
+        key = {**self.cache_options(), "split": split, **({"limit": limit} if limit else {})}
+        examples, stats, _ = maybe_cached(self.opts.cache, files, key, lambda: self.build_examples(path, split))
         self.stats[split] = stats
+        self._loaded[split] = examples
         return examples
+
+    def build_limit(self, split: str) -> Optional[int]:
+        """How many examples tokenising `split` may stop after (None: all of them).
+
+        --limit-train / --limit-val keep the first N examples of a split. Where the split is its own
+        file, records after the first N are never tokenised. A validation split held out of --train
+        (no --val) is drawn from all of --train's examples, so that the same examples are held out
+        whatever --limit-train is; then every record is tokenised and the limits cut afterwards."""
+        if split == "train":
+            return self.opts.limit_train if self.files.get("val") is not None else None
+        return self.opts.limit_val
+
+    def full(self, examples: list[Example], split: str, stats: dict[str, Any]) -> bool:
+        """True once `examples` holds as many as `build_limit(split)` asks for: a format's
+        `build_examples` stops reading there (and `stats` notes that it stopped early)."""
+        limit = self.build_limit(split)
+        if limit is None or len(examples) < limit:
+            return False
+        stats["stopped_at_limit"] = limit
+        return True
 
     def prepare_data(self) -> None:
         """Tokenise into the cache (Lightning: once per node). Without a cache, `setup` does the work."""
@@ -210,11 +238,15 @@ class TaskDataModule(L.LightningDataModule):
         """What the loaders call: the format's collate (or eval_collate), then `pad_to_multiple`."""
         return functools.partial(self.padded_batch, self.collate if train else self.eval_collate)
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool, by_length: bool = False) -> DataLoader:
+        """`by_length`: longest examples first (validation and test, whose metrics do not depend on the
+        order): batches of similar lengths carry little padding. Predictions keep the file's order."""
         data = self.datasets[split]
         bs = self.opts.batch_size if train else (self.opts.eval_batch_size or 2 * self.opts.batch_size)
         workers = {"num_workers": self.opts.num_workers, "persistent_workers": self.opts.num_workers > 0}
         if not train:  # own generator: evaluation must not draw from the global RNG (exact resume)
+            if by_length:
+                data = sorted(data, key=lambda e: -len(e[self.length_key]))  # stable: ties keep the file order
             return DataLoader(data, batch_size=bs, collate_fn=self.collate_fn(train=False), generator=torch.Generator(),
                               **workers)
         return self.train_loader(data, bs, workers)
@@ -237,10 +269,10 @@ class TaskDataModule(L.LightningDataModule):
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+        return self._loader("val", train=False, by_length=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("eval", train=False)
+        return self._loader("eval", train=False, by_length=True)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("eval", train=False)

@@ -89,6 +89,8 @@ class ClassificationDataModule(LabelledDataModule):
         text_col, pair_col = self.columns(records[0][1])
         labels = check_labels(path, records, o.label_column, needed=split in ("train", "val"))
         for (line, rec), label in zip(records, labels):
+            if self.full(examples, split, stats):
+                break
             stats["records"] += 1
             text = require_field(path, line, rec, text_col)
             pair = require_field(path, line, rec, pair_col) if pair_col else None

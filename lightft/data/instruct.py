@@ -160,6 +160,8 @@ class InstructDataModule(LMDataModule):
         examples: list[Example] = []
         stats: dict[str, Any] = {"records": 0, "response_tokens": 0}
         for line, rec in read_records(path, self.opts.format):
+            if self.full(examples, split, stats):
+                break
             stats["records"] += 1
             try:
                 segments = self.segments(path, line, rec)

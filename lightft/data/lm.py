@@ -67,8 +67,12 @@ class LMDataModule(TaskDataModule):
         examples: list[Example] = []
         stats: dict[str, Any] = {"files": 0, "documents": 0, "empty": 0, "tokens": 0}
         for file in self.source_files(path):
+            if self.full(examples, split, stats):
+                break
             stats["files"] += 1
             for line, text in self.documents(file):
+                if self.full(examples, split, stats):
+                    break
                 if not text.strip():
                     stats["empty"] += 1
                     continue

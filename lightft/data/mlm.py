@@ -95,7 +95,11 @@ class MLMDataModule(TaskDataModule):
         stats = {"documents": 0, "blocks": 0, "tokens": 0}
         examples: list[Example] = []
         for file in self.source_files(path):
+            if self.full(examples, split, stats):
+                break
             for _, text in read_documents(file, self.opts.text_column):
+                if self.full(examples, split, stats):
+                    break
                 enc = tok.encode_with_offsets(text, add_special_tokens=False)
                 words = [w if w is not None else -1 for w in enc.word_ids]
                 stats["documents"] += 1

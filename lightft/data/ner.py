@@ -110,6 +110,8 @@ class NerDataModule(LabelledDataModule):
         stats: dict[str, Any] = {"sentences": 0, "words": 0}
         examples = []
         for line, words, tags, step in read_sentences(path, self.opts.format):
+            if self.full(examples, split, stats):
+                break
             stats["sentences"] += 1
             stats["words"] += len(words)
             if tags is None and split == "train":

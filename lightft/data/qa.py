@@ -108,6 +108,8 @@ class QADataModule(TaskDataModule):
         stats = {"questions": 0, "windows": 0, "split_contexts": 0, "question_truncated": 0, "answer_outside_window": 0}
         examples: list[Example] = []
         for rec in read_squad(path, need_answers=split in ("train", "val")):
+            if self.full(examples, split, stats):
+                break
             stats["questions"] += 1
             q_ids = tok.encode(rec["question"], add_special_tokens=False)
             max_q = min(o.max_query_length, o.max_length // 2)

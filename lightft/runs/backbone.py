@@ -6,11 +6,14 @@ a run is rebuilt with exactly the adapters it was trained with.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Optional
+
+import torch
+from torch import nn
 
 from lightft.checkpoint import load_model
 from lightft.kernels import use_kernels
-from lightft.lora import apply_lora, mark_trainable
+from lightft.lora import apply_lora, lora_parameters, mark_trainable
 from lightft.model import Transformer
 from lightft.options import LoraOptions, Options
 from lightft.quant import is_quantized, quantize_linears, quantize_on_load
@@ -34,6 +37,7 @@ def prepare_backbone(backbone: Transformer, opts: Options) -> Transformer:
         lora = LoraOptions.of(opts)
         apply_lora(backbone, lora.lora_targets, r=lora.lora_r, alpha=lora.lora_alpha, dropout=lora.lora_dropout,
                    rslora=lora.rslora, dora=lora.dora)
+        fp32_masters(lora_parameters(backbone))
     mode = "head" if opts.freeze == "backbone" else ("lora" if opts.lora else "full")
     mark_trainable(backbone, mode, freeze_embeddings=opts.freeze == "embeddings")
     if opts.grad_checkpointing:
@@ -42,6 +46,18 @@ def prepare_backbone(backbone: Transformer, opts: Options) -> Transformer:
     if opts.compile:
         compile_blocks(backbone)
     return backbone
+
+
+def fp32_masters(params: Iterable[nn.Parameter]) -> None:
+    """Keep trained factors in fp32 when the base weights are bf16 / fp16 (their dtype by default).
+
+    A bf16 LoRA factor loses AdamW updates smaller than 2^-8 of its size, and AdamW keeps its
+    moments in the parameter's dtype; in fp32 both are exact, and the factors are a tiny share of
+    the memory. Under autocast the matmuls still run in bf16; without it, `LoRALinear` casts its
+    input to the factors' dtype and its update back to the base output's."""
+    for p in params:
+        if p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()
 
 
 def compile_blocks(backbone: Transformer) -> Transformer:

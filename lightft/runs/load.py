@@ -22,6 +22,7 @@ from lightft.errors import LightftError
 from lightft.model import Transformer
 from lightft.options import Options
 from lightft.runs.backbone import load_backbone, prepare_backbone
+from lightft.runs.defaults import resolve_auto
 from lightft.runs.folder import RUN_FILE, WEIGHTS_FILE, is_run_dir, read_run, read_weights
 
 BACKBONE, HEAD = "backbone.", "head."  # prefixes of the trained tensors in weights.safetensors
@@ -94,6 +95,7 @@ def load_run(run_dir: str, overrides: Optional[dict[str, Any]] = None, dtype: Op
         raise LightftError(f"{run_dir}: not a run folder (no {RUN_FILE})")
     info = read_run(run_dir)
     opts = Options.from_dict({**info["options"], **(overrides or {}), "compile": False}, f"{run_dir}/{RUN_FILE}")
+    opts = resolve_auto(info["task"], opts, info["options"])  # an "auto" override keeps the run's value
     weights = Path(run_dir) / WEIGHTS_FILE
     if not weights.is_file():
         raise LightftError(f"{run_dir}: no {WEIGHTS_FILE}; the run did not finish (resume it with --resume)")

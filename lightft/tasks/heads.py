@@ -8,6 +8,18 @@ import torch
 from torch import nn
 
 
+def matching(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`x` in the dtype of `like` (a head's weight), unless autocast chooses the matmul's dtype anyway.
+
+    A frozen backbone may run in bf16 while the heads train in fp32 (`--dtype auto`,
+    lightft/precision.py). Lightning's bf16 autocast covers training and evaluation; a forward
+    outside it (samples for report.html, a notebook) would otherwise hand bf16 states to an fp32
+    `nn.Linear`, which refuses mixed dtypes."""
+    if x.dtype == like.dtype or torch.is_autocast_enabled(x.device.type):
+        return x
+    return x.to(like.dtype)
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooled: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(B, T, H) -> (B, H): BERT pooler output, the first ([CLS]) token, the masked mean, or the last real token."""
     if how == "pooler":
@@ -36,4 +48,4 @@ class LinearHead(nn.Module):
             nn.init.zeros_(self.out.bias)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        return self.out(self.dropout(states))  # (..., H) -> (..., labels)
+        return self.out(self.dropout(matching(states, self.out.weight)))  # (..., H) -> (..., labels)

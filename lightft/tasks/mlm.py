@@ -25,6 +25,7 @@ from lightft.config import ModelConfig
 from lightft.errors import LightftError
 from lightft.families import family_for
 from lightft.model import ACTIVATIONS, Transformer
+from lightft.tasks.heads import matching
 from lightft.tasks.module import TaskModule
 
 NAMESPACE = "mlm_head."  # where the bert key map puts cls.predictions.* (lightft/families/bert.py)
@@ -44,8 +45,8 @@ class MLMHead(nn.Module):
         nn.init.zeros_(self.dense.bias)
 
     def forward(self, hidden: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.act(self.dense(hidden)))
-        return x @ embeddings.t() + self.bias  # (M, V)
+        x = self.norm(self.act(self.dense(matching(hidden, self.dense.weight))))
+        return x @ matching(embeddings, x).t() + self.bias  # (M, V)
 
 
 def load_pretrained_head(head: MLMHead, model_dir: str, cfg: ModelConfig) -> bool:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightft.question_ids import question_groups
+from lightft.tasks.heads import matching
 from lightft.tasks.qa_metrics import factoid_metrics, normalize_answer, squad_metrics
 from lightft.tasks.module import TaskModule
 
@@ -37,7 +38,7 @@ class SpanHead(nn.Module):
         nn.init.zeros_(self.qa_outputs.bias)
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.qa_outputs(hidden)  # (B, T, 2)
+        logits = self.qa_outputs(matching(hidden, self.qa_outputs.weight))  # (B, T, 2)
         start, end = logits.unbind(-1)
         return start, end
 

@@ -11,7 +11,8 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 import torch
 from torch import nn
 
-from lightft.train.flops import matmul_peak, matmul_weights, step_flops
+from lightft.train.flops import matmul_weights, step_flops, training_matmul_peak
+from lightft.train.timing import PhaseClock, maybe_phase
 
 
 class Throughput(L.Callback):
@@ -20,15 +21,16 @@ class Throughput(L.Callback):
     Logs `tok_s` and `mfu` (progress bar), `samples_s` and `gflop_s` (CSV log). tok_s, samples_s
     and gflop_s are for all ranks together (this rank's figure times the world size); `mfu` is per
     device: model FLOPs (lightft/train/flops.py) of this rank's real tokens over the time, divided
-    by the matmul peak this rank measured at the start of training (about half a second, in the
-    dtype the matmuls run in, on the training device; ranks sharing a CPU measure a shared peak).
+    by the matmul peak this rank measured at the start of training (about a quarter of a second, once
+    per process, in the dtype the matmuls run in, on the training device; ranks sharing a CPU measure
+    a shared peak).
     Every nn.Linear and LoRA factor of the module counts, except an LM head the task does not run
     (`TaskModule.runs_lm_head`). Time between batches (data loading, checkpoints) counts;
     evaluation does not.
     """
 
-    def __init__(self, window: int = 10, peak_seconds: float = 0.4):
-        self.window, self.peak_seconds = window, peak_seconds
+    def __init__(self, window: int = 10, peak_seconds: float = 0.25, clock: Optional[PhaseClock] = None):
+        self.window, self.peak_seconds, self.clock = window, peak_seconds, clock
         self._tokens = self._samples = self._batches = 0
         self._flops = self._time = 0.0
         self._mark: Optional[float] = None
@@ -65,7 +67,8 @@ class Throughput(L.Callback):
         dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision) or next(
             (m.weight.dtype for m in module.modules() if isinstance(m, nn.Linear) and m.weight is not None),
             torch.float32)
-        self.peak_gflops = matmul_peak(dtype, seconds=self.peak_seconds, device=module.device)
+        with maybe_phase(self.clock, "probe"):
+            self.peak_gflops = training_matmul_peak(dtype, module.device, seconds=self.peak_seconds)
 
     # --- counting -----------------------------------------------------------------------------
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
@@ -109,9 +112,13 @@ class Throughput(L.Callback):
                                                                    self.peak_gflops))
         seconds = self._reduce(trainer, self.total_time, "max")
         gflop_s = flops / seconds / 1e9 if seconds else 0.0
-        return {"train_tokens": int(tokens), "train_gflop_s": _sig(gflop_s),
-                "train_mfu": _sig(gflop_s / peak) if peak else None,
-                "matmul_peak_gflop_s": _sig(peak / trainer.world_size)}
+        out = {"train_tokens": int(tokens), "train_gflop_s": _sig(gflop_s),
+               "train_mfu": _sig(gflop_s / peak) if peak else None,
+               "matmul_peak_gflop_s": _sig(peak / trainer.world_size)}
+        device = trainer.strategy.root_device
+        if device.type == "cuda":  # this rank's peak of allocated GPU memory over the run
+            out["cuda_peak_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        return out
 
     @staticmethod
     def _reduce(trainer: L.Trainer, value: float, op: str = "sum") -> float:

@@ -1,8 +1,10 @@
 """Checkpoints that never lose work: atomic writes, tensors-and-plain-values only, exact resume.
 
-- `AtomicCheckpointIO` writes `name.tmp-PID`, fsyncs it and renames it over `name`
+- `AtomicCheckpointIO` writes `name.tmp-PID` and renames it over `name`
   (`lightft.checkpoint.write_atomic`): a kill at any moment leaves either the old or the new
-  checkpoint, never half of one, and a full disk is one line that keeps the old one. Loading uses
+  checkpoint, never half of one, and a full disk is one line that keeps the old one. `last.ckpt`,
+  which a resume starts from, is also fsynced (so it survives a power loss); `best.ckpt` holds the
+  trained tensors only (no optimiser state: nothing resumes from it) and is not fsynced. Loading uses
   `torch.load(weights_only=True)`: a checkpoint holding pickled objects is refused, not executed.
 - `PeriodicCheckpoint` keeps `checkpoints/last.ckpt`: every `--checkpoint-every` optimiser steps and
   at the end of each epoch.
@@ -25,12 +27,21 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lightft.runs.checkpoint_file import LAST, atomic_torch_save, load_checkpoint_file
+from lightft.train.timing import PhaseClock, maybe_phase
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO with atomic saves and weights-only loads (see the module docstring)."""
+    """Lightning's checkpoint IO with atomic saves and weights-only loads (see the module docstring).
+
+    `clock`: the run's PhaseClock, which counts the writes as "checkpoints"."""
+
+    def __init__(self, clock: Optional[PhaseClock] = None):
+        super().__init__()
+        self.clock = clock
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
-        atomic_torch_save(checkpoint, Path(path))
+        with maybe_phase(self.clock, "checkpoints"):
+            atomic_torch_save(checkpoint, Path(path), durable=Path(path).name == LAST)
 
     def load_checkpoint(self, path: Any, map_location: Optional[Any] = None, weights_only: Optional[bool] = None
                         ) -> dict[str, Any]:

@@ -31,6 +31,8 @@ from typing import Iterator, Optional, Union
 
 import torch
 
+_PEAKS: dict[tuple, float] = {}  # training_matmul_peak's figures, per (dtype, device, threads)
+
 
 def attention_flops(lengths: list[int], layers: int, d_attn: int, causal: bool) -> float:
     """Forward attention FLOPs (QKᵀ + PV) for sequences of these real lengths."""
@@ -110,3 +112,18 @@ def matmul_peak(dtype: torch.dtype, n: Optional[int] = None, seconds: float = 1.
         sync()
         best = max(best, reps * 2 * n**3 / (time.perf_counter() - t) / 1e9)
     return best
+
+
+def training_matmul_peak(dtype: torch.dtype, device: Union[str, torch.device] = "cpu", seconds: float = 0.25) -> float:
+    """The matmul peak a training run divides MFU by: cheap, and measured once per process and setting.
+
+    On CPU a 1024³ matmul (2 GFLOP) reaches the same GFLOP/s as 2048³ (17 GFLOP) at an eighth of
+    the cost per repetition, so the probe takes about a quarter of a second instead of a second or more
+    (several under load, where one 2048³ matmul alone takes over a second). A second run in the same
+    process (`lightft demo`'s evaluation and training, a notebook) reuses the figure.
+    """
+    device = torch.device(device)
+    key = (dtype, str(device), torch.get_num_threads())
+    if key not in _PEAKS:
+        _PEAKS[key] = matmul_peak(dtype, n=None if device.type == "cuda" else 1024, seconds=seconds, device=device)
+    return _PEAKS[key]

@@ -51,7 +51,8 @@ def classifier(opts: Options) -> ClassificationModule:
 
 
 opts = Options(lora=False, lr=1e-2, warmup=2, schedule="linear", grad_clip=0.5, weight_decay=0.01, max_steps=4,
-               epochs=1, batch_size=4, classifier_dropout=0.0, progress=False, accelerator="cpu", kernels="off")
+               epochs=1, batch_size=4, classifier_dropout=0.0, progress=False, accelerator="cpu", kernels="off",
+               precision="32-true")  # fp32 everywhere: --precision auto would pick bf16 autocast on an AMX CPU
 module = classifier(opts)
 by_hand = copy.deepcopy(module)  # the same starting weights for the hand-written loop
 

@@ -1,0 +1,130 @@
+"""The other side of benchmarks/end_to_end.py: a transformers Trainer script configured as its documentation
+recommends, run in its own process (`python benchmarks/e2e_trainer.py SPEC.json`).
+
+What "as recommended" means here (transformers 5 docs, "Trainer" and the task guides; PEFT's LoRA guide):
+bf16 (`bf16=True`, and for LoRA the frozen base loaded in bf16 with fp32 adapters, PEFT's default) where
+the hardware runs it fast, fp32 elsewhere (the same rule as lightft's --precision auto);
+`train_sampling_strategy="group_by_length"`; `optim="adamw_torch_fused"`; dynamic padding with the task's
+data collator; evaluation and a checkpoint every epoch with the best model loaded at the end; PEFT LoRA
+for the LoRA workload. Tokenisation is part of the script, as in the guides, from the same records
+lightft reads (the parent writes them: chat prompts are rendered with the model's own template).
+
+It writes RESULT.json: real (non-padding) training tokens, training seconds (`trainer.train()`, with
+its evaluation and checkpoints), steps, and the final metric (eval loss; accuracy; for NER the
+predicted tags, which the parent scores with the same entity F1 as lightft).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def tokenise(spec: dict[str, Any], tok: Any, rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """Records -> model inputs with labels, truncated to max_length (dynamic padding happens in the collator)."""
+    n, task, out = spec["max_length"], spec["task"], []
+    for r in rows:
+        if task == "classify":
+            out.append({**tok(r["text"], truncation=True, max_length=n), "labels": names.index(r["label"])})
+        elif task == "ner":
+            enc = tok(r["tokens"], is_split_into_words=True, truncation=True, max_length=n)
+            prev, labels = None, []
+            for w in enc.word_ids():
+                labels.append(names.index(r["tags"][w]) if w is not None and w != prev else -100)
+                prev = w
+            out.append({**enc, "labels": labels})
+        else:  # instruct: loss on the response and the EOS after it
+            bos = tok.bos_token or ""
+            prompt = tok(r["prompt"], add_special_tokens=not (bos and r["prompt"].startswith(bos)))["input_ids"]
+            response = tok(r["response"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            ids, labels = (prompt + response)[:n], ([-100] * len(prompt) + response)[:n]
+            if all(x == -100 for x in labels[1:]):
+                continue  # truncation left no response token (lightft drops these too)
+            out.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+    return out
+
+
+def model_and_collator(spec: dict[str, Any], tok: Any, names: list[str], dtype: torch.dtype) -> tuple[Any, Any]:
+    import transformers
+
+    task = spec["task"]
+    if task == "classify":
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(spec["model"], num_labels=len(names))
+        return model, transformers.DataCollatorWithPadding(tok)
+    if task == "ner":
+        model = transformers.AutoModelForTokenClassification.from_pretrained(spec["model"], num_labels=len(names))
+        return model, transformers.DataCollatorForTokenClassification(tok)
+    model = transformers.AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
+    if spec["lora"]:
+        import peft
+
+        cfg = peft.LoraConfig(task_type=peft.TaskType.CAUSAL_LM, r=spec["lora_r"], lora_alpha=spec["lora_alpha"],
+                              lora_dropout=spec["lora_dropout"], target_modules=spec["lora_modules"])
+        model = peft.get_peft_model(model, cfg)  # adapters in fp32 over a bf16 base (autocast_adapter_dtype)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, transformers.DataCollatorForSeq2Seq(tok, label_pad_token_id=-100, padding=True)
+
+
+def main(spec_file: str) -> None:
+    from transformers import AutoTokenizer, Trainer, TrainingArguments
+
+    spec = json.loads(Path(spec_file).read_text())
+    torch.set_num_threads(spec["threads"])
+    task = spec["task"]
+    read = lambda p: [json.loads(line) for line in Path(p).read_text().splitlines() if line.strip()]  # noqa: E731
+    train_rows, val_rows = read(spec["train"]), read(spec["val"])
+    names: list[str] = []
+    if task == "classify":
+        names = sorted({r["label"] for r in train_rows}, key=lambda s: (len(s), s))
+    elif task == "ner":
+        names = ["O"] + sorted({t for r in train_rows for t in r["tags"]} - {"O"}, key=lambda t: (t[2:], t[:2]))
+    bf16 = spec["bf16"]
+    tok = AutoTokenizer.from_pretrained(spec["model"])
+    model, collator = model_and_collator(spec, tok, names, torch.bfloat16 if bf16 and spec["lora"] else torch.float32)
+    train_set, val_set = tokenise(spec, tok, train_rows, names), tokenise(spec, tok, val_rows, names)
+    stash: dict[str, Any] = {}
+
+    def compute_metrics(pred: Any) -> dict[str, float]:
+        ids, gold = torch.as_tensor(pred.predictions), torch.as_tensor(pred.label_ids)
+        if task == "classify":
+            return {"accuracy": float((ids == gold).float().mean())}
+        stash["tags"] = [[names[int(p)] for p, g in zip(row_p, row_g) if g != -100] for row_p, row_g in zip(ids, gold)]
+        return {}
+
+    steps_per_epoch = -(-len(train_set) // spec["batch_size"])
+    args = TrainingArguments(
+        output_dir=spec["out"], per_device_train_batch_size=spec["batch_size"],
+        per_device_eval_batch_size=2 * spec["batch_size"], num_train_epochs=spec["epochs"],
+        learning_rate=spec["lr"], weight_decay=0.01, lr_scheduler_type="linear", max_grad_norm=1.0,
+        warmup_steps=int(round(0.06 * steps_per_epoch * spec["epochs"])), seed=spec["seed"],
+        bf16=bf16, optim="adamw_torch_fused", train_sampling_strategy="group_by_length",
+        eval_strategy="epoch", save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
+        metric_for_best_model="accuracy" if task == "classify" else "loss",
+        include_num_input_tokens_seen="non_padding", logging_steps=10, report_to="none",
+        use_cpu=spec["device"] == "cpu", dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False)
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set, data_collator=collator,
+                      compute_metrics=None if task == "instruct" else compute_metrics,
+                      preprocess_logits_for_metrics=(lambda logits, labels: logits.argmax(-1))
+                      if task != "instruct" else None)
+    if spec["device"] == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    trainer.save_model(str(Path(spec["out"]) / "final"))
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    result = {"train_seconds": round(seconds, 2), "train_tokens": int(trainer.state.num_input_tokens_seen),
+              "steps": trainer.state.global_step, "eval_loss": evals[-1]["eval_loss"] if evals else None,
+              "accuracy": evals[-1].get("eval_accuracy") if evals else None, "tags": stash.get("tags"),
+              "cuda_peak_bytes": torch.cuda.max_memory_allocated() if spec["device"] == "cuda" else None}
+    Path(spec["result"]).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

