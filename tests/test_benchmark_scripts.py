@@ -16,6 +16,10 @@ import pytest
 
 from conftest import SHARED_DATA, package_dir
 
+# Each runs whole benchmark scripts (Trainer side included): minutes, so both sit in the slow set that
+# .ci/run also runs.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LIGHTFT_DATA", SHARED_DATA))
 
