@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import sys
 
 import pytest
 
@@ -15,6 +16,7 @@ from tests.tiny_run import REPO
 def fault_injection():
     spec = importlib.util.spec_from_file_location("fault_injection", REPO / "scripts" / "fault_injection.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
     spec.loader.exec_module(module)
     return module
 

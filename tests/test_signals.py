@@ -108,6 +108,54 @@ def test_a_signal_saves_a_checkpoint_exits_non_zero_and_resume_is_exact(setup, t
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
 
 
+REFERENCES: dict[tuple[str, ...], Path] = {}
+
+
+def reference(setup: Path, tmp_path_factory, extra: tuple[str, ...]) -> Path:
+    """The uninterrupted run with `extra` options, trained once per module."""
+    if extra not in REFERENCES:
+        out = tmp_path_factory.mktemp("ref") / "run"
+        with pytest.MonkeyPatch.context() as mp:
+            in_process(train_args(setup, out, *extra), setup / "cache", mp)
+        REFERENCES[extra] = out
+    return REFERENCES[extra]
+
+
+ACCUM, VALIDATE = ("--grad-accum", "2"), ("--val-every", "5", "--checkpoint-every", "3")
+
+
+@pytest.mark.parametrize("extra, micro_batch, step", [
+    (ACCUM, 7, 4), (ACCUM, 12, 6), (ACCUM, 24, 12), (VALIDATE, 5, 5), (VALIDATE, 15, 15)],
+    ids=["mid-epoch", "last-step-of-an-epoch", "last-step-of-the-run", "step-before-validation",
+         "periodic-save-before-validation"])
+def test_a_signal_in_any_step_resumes_exactly(setup, tmp_path_factory, tmp_path, monkeypatch, extra, micro_batch,
+                                               step):
+    """The signal lands in a chosen micro-batch (deterministic, unlike the timed test above). A step that ends
+    an epoch, or that validation follows, stops after the epoch end / the validation: Lightning resumes a
+    checkpoint taken in the batch's own hooks out of step (it would skip that validation, or redo the end of
+    the epoch)."""
+    import lightft.tasks.module as m
+
+    ref = reference(setup, tmp_path_factory, extra)
+    real, seen = m.TaskModule.training_step, {"n": 0}
+
+    def signalled(self, batch, batch_idx):
+        seen["n"] += 1
+        if seen["n"] == micro_batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, batch, batch_idx)
+
+    out, args = tmp_path / "stopped", train_args(setup, tmp_path / "stopped", *extra)
+    monkeypatch.setattr(m.TaskModule, "training_step", signalled)
+    with pytest.raises(SystemExit) as stop:
+        in_process(args, setup / "cache", monkeypatch)
+    assert stop.value.code == 143
+    monkeypatch.setattr(m.TaskModule, "training_step", real)
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+    in_process([*args, "--resume"], setup / "cache", monkeypatch)
+    same_weights(ref, out)
+
+
 FAKE_SCONTROL = """#!/bin/sh
 echo "$@" >> "$(dirname "$0")/scontrol.calls"
 """

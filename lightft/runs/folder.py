@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,7 +24,7 @@ from lightft.checkpoint import read_json, write_atomic_safetensors
 from lightft.errors import LightftError
 from lightft.options import LoraOptions, Options, flag, resume_must_match
 from lightft.runs.checkpoint_file import LAST, load_checkpoint_file
-from lightft.runs.safe_output import check_folder_target
+from lightft.runs.safe_output import check_folder_target, say
 
 RUN_FILE, WEIGHTS_FILE = "run.json", "weights.safetensors"
 
@@ -135,8 +134,8 @@ def clean_partial_files(run_dir: Path) -> list[str]:
     for p in found:
         p.unlink()
     if found:
-        print(f"[lightft] removed {', '.join(str(p.relative_to(run_dir)) for p in found)} in {run_dir}: left by "
-              "a process killed while writing them", file=sys.stderr)
+        say(f"removed {', '.join(str(p.relative_to(run_dir)) for p in found)} in {run_dir}: left by a process "
+            "killed while writing them")
     return [p.name for p in found]
 
 

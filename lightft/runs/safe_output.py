@@ -34,7 +34,7 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 
 from lightft import __version__
 from lightft.checkpoint import atomic_file, sync_folder
-from lightft.errors import LightftError
+from lightft.errors import LightftError, escape_for_terminal
 
 try:
     import fcntl
@@ -50,7 +50,8 @@ RUN_OWN = ("run.json", "weights.safetensors", "metrics.json", "samples.json", MA
 
 
 def say(message: str) -> None:
-    print(f"[lightft] {message}", file=sys.stderr)
+    """One line on stderr, escaped: it names files, whose names may hold control characters."""
+    print(f"[lightft] {escape_for_terminal(message)}", file=sys.stderr)
 
 
 # --- markers -------------------------------------------------------------------------------------------

@@ -217,11 +217,14 @@ def train(task: str, opts: Options, inputs: Sequence[Optional[str]] = ()) -> dic
 
 
 def check_positions(base_dir: str, opts: Options, dm: Any) -> None:
-    """Refuse, before training, tokenised examples longer than the model's positions allow (an IndexError
-    mid-fit otherwise). Only examples that really run past the table are refused: the default --max-length
-    may exceed a small model's table as long as the data fits."""
+    """Refuse, before training, tokenised examples longer than the model's learned position table (an
+    IndexError mid-fit otherwise; `generate` checks the same limit). Only examples that really run past the
+    table are refused: the default --max-length may exceed a small model's table as long as the data fits.
+    Rotary models compute any position and are left alone, as in `generate`."""
     cfg = read_model_config(base_dir)
-    limit = cfg.max_tokens() or cfg.max_positions
+    limit = cfg.max_tokens()
+    if limit is None:
+        return
     longest = max((len(e[dm.length_key]) for data in dm.datasets.values() for e in data), default=0)
     if longest > limit:
         check_max_length(cfg, opts.max_length)  # names --max-length and the limit

@@ -1,7 +1,8 @@
 """Stopping a training run on a signal: a checkpoint first, then a non-zero exit that says how to go on.
 
 - SIGTERM (a scheduler's preemption, `kill`) and SIGINT (Ctrl-C) during `fit` let the optimiser step in
-  progress finish; at its end `checkpoints/last.ckpt` is saved (atomically, like every checkpoint) and
+  progress finish (and the validation or the end of epoch that follows it, if any: Lightning resumes
+  exactly only from there); then `checkpoints/last.ckpt` is saved (atomically, like every checkpoint) and
   training stops with `TrainingStopped`: the CLI prints one line with the `--resume` command and exits
   128 + the signal number (143, 130). A second signal stops at once (the last checkpoint stays).
 - SLURM auto-requeue, as Lightning documents it: the cluster environment is
@@ -38,6 +39,7 @@ from lightning.pytorch.callbacks import Checkpoint
 
 from lightft.errors import LightftError
 from lightft.runs.checkpoint_file import LAST
+from lightft.train.checkpointing import last_batch_of_epoch, validation_follows
 
 
 class TrainingStopped(LightftError):
@@ -160,6 +162,20 @@ class StopOnSignal(Checkpoint):
                            batch_idx: int) -> None:
         if trainer.global_step == self._step_before:
             return  # gradients are still accumulating: a checkpoint here would not resume exactly
+        if last_batch_of_epoch(trainer):
+            return  # the epoch's end comes next: stop there, from the epoch-end checkpoint (`on_train_epoch_end`)
+        if validation_follows(trainer):
+            return  # stop after it (`on_validation_end`): resumed from here, Lightning would skip that validation
+        self._stop_if_signalled(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and not last_batch_of_epoch(trainer):
+            self._stop_if_signalled(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._stop_if_signalled(trainer)
+
+    def _stop_if_signalled(self, trainer: L.Trainer) -> None:
         stop = self.watch.received is not None
         if trainer.world_size > 1:  # every rank stops at the same step (saving is collective)
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
