@@ -40,7 +40,7 @@ def main() -> None:
     import transformers
 
     from lightft import load_model
-    from lightft.gguf import convert_gguf
+    from lightft.cli.convert import convert_gguf
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -7,10 +7,10 @@ with one report of missing / unexpected / mis-shaped keys; anything it cannot ex
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
@@ -322,37 +322,31 @@ def current_umask() -> int:
 def public_mode(path: PathLike) -> None:
     """Give `path` the mode a plain open() / mkdir() would: 0666 / 0777 less the umask.
 
-    safetensors writes its files 0600 and `tempfile.mkdtemp` makes 0700 folders; outputs of lightft
+    safetensors writes its files 0600 (and `tempfile.mkdtemp` makes 0700 folders); outputs of lightft
     follow the user's umask like the JSON files beside them.
     """
     p = Path(path)
     os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~current_umask())
 
 
-def make_temp_dir(parent: PathLike, name: str) -> Path:
-    """A fresh hidden folder beside the final `name` in `parent`, to fill and then rename into place.
+@contextlib.contextmanager
+def atomic_file(path: Path, tmp: Optional[Path] = None, name: Optional[str] = None,
+                durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to write (`tmp`, default `path.tmp-PID`); when the body
+    ends, rename it onto `path`: a reader never sees half a file.
 
-    Unlike a bare `tempfile.mkdtemp`, it gets the umask's mode, so the renamed folder is not private.
+    The one way lightft replaces a file (checkpoints, JSON, safetensors, and through
+    lightft/runs/safe_output.py every output file). A kill at any moment leaves the old file or the
+    new one: the rename alone promises that. A full disk or a read-only folder is one line naming the
+    file (`name`, default the path); the temporary file is removed and the old file, if any, is kept.
+    `durable` also fsyncs the data before the rename and the folder after it, so the new file survives
+    a power loss too; that costs about a second per few hundred MB, so a writer may skip it for a file
+    nothing resumes from (best.ckpt: lightft/train/checkpointing.py).
     """
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
-    public_mode(tmp)
-    return tmp
-
-
-def write_atomic(path: Path, write: Callable[[Path], None], durable: bool = True) -> None:
-    """`write(tmp)` into a temporary sibling, fsync, rename onto `path`: a reader never sees half a file.
-
-    A kill at any moment leaves the old file or the new one: the rename alone promises that. A full
-    disk or a read-only folder is one line naming the file; the temporary file is removed and the old
-    file, if any, is kept. `durable` also fsyncs the data before the rename and the folder after it,
-    so the new file survives a power loss too; that costs about a second per few hundred MB, so a
-    writer may skip it for a file nothing resumes from (best.ckpt: lightft/train/checkpointing.py).
-    """
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = tmp or path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    name = name or str(path)
     try:
-        write(tmp)
+        yield tmp
         if durable:
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -362,17 +356,31 @@ def write_atomic(path: Path, write: Callable[[Path], None], durable: bool = True
         os.replace(tmp, path)
     except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error type
         reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:160] or type(e).__name__
-        raise LightftError(f"{path}: cannot write ({reason}); nothing was replaced") from None
+        raise LightftError(f"{name}: cannot write ({reason}); nothing was replaced") from None
     finally:
         tmp.unlink(missing_ok=True)
-    if not durable:
+    if durable:
+        sync_folder(path.parent)  # make the rename itself durable
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so a rename inside it survives a power cut (best effort: not every system can)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
         return
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
+    try:
         os.fsync(fd)
-        os.close(fd)
     except OSError:
         pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, write: Callable[[Path], None], durable: bool = True) -> None:
+    """`write(tmp)` through `atomic_file`: the complete new file replaces `path`, or nothing changes."""
+    with atomic_file(path, durable=durable) as tmp:
+        write(tmp)
 
 
 def write_atomic_safetensors(path: Path, tensors: dict[str, torch.Tensor],

@@ -6,22 +6,21 @@ Three things differ between a GGUF and the HF layout and are undone here:
 - tensor names (`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`),
 - quantisation (blocks of 32 values with a shared scale -> plain floats, via `gguf.quants`),
 - llama.cpp's row order of the q/k projections (see `unpermute_qk`).
-Everything is written into a temporary folder that is renamed into place at the end, so a failed
-conversion leaves nothing half-written.
+`write_converted` fills a folder; `lightft convert gguf` (lightft/cli/convert.py) gives it a temporary
+sibling of the output and puts it in place at the end, so a failed conversion leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
 
-from lightft.checkpoint import make_temp_dir, parse_dtype, write_atomic_json, write_atomic_safetensors
+from lightft.checkpoint import parse_dtype, write_atomic_json, write_atomic_safetensors
 from lightft.errors import LightftError
 
 PathLike = Union[str, os.PathLike]
@@ -182,18 +181,17 @@ def read_weights(reader, cfg: dict[str, Any], source: Path, dtype: torch.dtype,
     return state
 
 
-def convert_gguf(gguf_path: PathLike, out_dir: PathLike, dtype: Union[str, torch.dtype] = "float32",
-                 force: bool = False, progress: Optional[Progress] = None) -> Path:
-    """Write an HF-layout folder for a GGUF file; returns the folder. Refuses a non-empty folder unless `force`.
+def write_converted(gguf_path: PathLike, folder: PathLike, dtype: Union[str, torch.dtype] = "float32",
+                    progress: Optional[Progress] = None) -> None:
+    """Convert a GGUF file into the HF-layout files of `folder` (an empty folder: where it goes and what it
+    replaces is `lightft convert`'s business, lightft/cli/convert.py, through lightft/runs/safe_output.py).
 
     `progress(done, total)` is called after each tensor is dequantised (the slow part).
     """
     from lightft.gguf_tokenizer import tokenizer_files
 
-    source, out = Path(gguf_path), Path(out_dir)
+    source, out = Path(gguf_path), Path(folder)
     target = parse_dtype(dtype)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise LightftError(f"{out}: exists and is not empty; choose another folder or pass --force to replace it")
     reader = open_gguf(source)
     meta = metadata(reader)
     names = {t.name for t in reader.tensors}
@@ -201,19 +199,8 @@ def convert_gguf(gguf_path: PathLike, out_dir: PathLike, dtype: Union[str, torch
     state = read_weights(reader, cfg, source, target, progress)
     files = tokenizer_files(meta, source)
     generation = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in cfg}
-
-    tmp = make_temp_dir(out.parent, out.name)
-    try:
-        write_atomic_safetensors(tmp / "model.safetensors", state, metadata={"format": "pt", "source": source.name})
-        write_atomic_json(tmp / "config.json", cfg)
-        write_atomic_json(tmp / "generation_config.json", generation)
-        for name, data in files.items():
-            write_atomic_json(tmp / name, data)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
+    write_atomic_safetensors(out / "model.safetensors", state, metadata={"format": "pt", "source": source.name})
+    write_atomic_json(out / "config.json", cfg)
+    write_atomic_json(out / "generation_config.json", generation)
+    for name, data in files.items():
+        write_atomic_json(out / name, data)

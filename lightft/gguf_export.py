@@ -13,15 +13,15 @@ What the file holds, so llama.cpp, Ollama, `transformers` and `lightft convert g
   dimensions where Hugging Face rotates the two halves, so each head's rows go from (2, head_dim/2)
   to (head_dim/2, 2) order (`permute_qk`, undone by `gguf.unpermute_qk`).
 
-The file is written under a temporary name beside the target and renamed at the end: a failed
-export leaves no partial file.
+`write_gguf` writes the file it is given; `lightft export --gguf` (lightft/cli/export.py) gives it a temporary
+sibling of the output and renames it at the end (lightft/runs/safe_output.py): a failed export leaves no
+partial file.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Union
 
@@ -111,7 +111,7 @@ def _encode(w: torch.Tensor, kind: str):
 def write_gguf(cfg: Any, hf_state: dict[str, torch.Tensor], tokenizer_dir: PathLike, out: PathLike,
                kind: str = "f16", name: str = "lightft export") -> Path:
     """Write `hf_state` (HF checkpoint names, e.g. `checkpoint.hf_state_dict`) and the tokenizer of
-    `tokenizer_dir` as a GGUF file at `out`, atomically. `kind`: f32 | f16 | bf16 | q8_0."""
+    `tokenizer_dir` as a GGUF file at `out`. `kind`: f32 | f16 | bf16 | q8_0."""
     try:
         import gguf
     except ImportError:
@@ -121,35 +121,25 @@ def write_gguf(cfg: Any, hf_state: dict[str, torch.Tensor], tokenizer_dir: PathL
     check_exportable(cfg, str(tokenizer_dir))
     out = Path(out)
     tokenizer = tokenizer_metadata(Path(tokenizer_dir), cfg.vocab_size)  # bad tokenizer: stop before writing
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer = gguf.GGUFWriter(str(tmp), ARCH)
-        file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                     "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
-        writer.add_file_type(int(file_type))
-        for key, value in {**metadata(cfg, name), **tokenizer}.items():
-            _add(writer, key, value)
-        for hf_key, tensor in hf_state.items():
-            gname = gguf_name(hf_key if hf_key.startswith(("model.", "lm_head.")) else "model." + hf_key)
-            if ".q_proj." in hf_key:
-                tensor = permute_qk(tensor, cfg.num_heads)
-            elif ".k_proj." in hf_key:
-                tensor = permute_qk(tensor, cfg.num_kv_heads)
-            data, qtype = _encode(tensor, kind)
-            plain = qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)  # dtype says it
-            writer.add_tensor(gname, data, raw_dtype=None if plain else qtype)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    writer = gguf.GGUFWriter(str(out), ARCH)
+    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                 "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
+    writer.add_file_type(int(file_type))
+    for key, value in {**metadata(cfg, name), **tokenizer}.items():
+        _add(writer, key, value)
+    for hf_key, tensor in hf_state.items():
+        gname = gguf_name(hf_key if hf_key.startswith(("model.", "lm_head.")) else "model." + hf_key)
+        if ".q_proj." in hf_key:
+            tensor = permute_qk(tensor, cfg.num_heads)
+        elif ".k_proj." in hf_key:
+            tensor = permute_qk(tensor, cfg.num_kv_heads)
+        data, qtype = _encode(tensor, kind)
+        plain = qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)  # dtype says it
+        writer.add_tensor(gname, data, raw_dtype=None if plain else qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     return out
 
 
@@ -172,7 +162,3 @@ def _add(writer, key: str, value: Any) -> None:
         writer.add_array(key, value)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -123,7 +123,7 @@ def convert_once(m: NamedModel, folder: Path, say: Callable[[str], None],
     Two processes converting at once each write their own temporary folder; the second rename
     finds the folder there and keeps it.
     """
-    from lightft.gguf import convert_gguf
+    from lightft.gguf import write_converted
 
     gguf = gguf_file(m)
     if gguf is None:
@@ -132,7 +132,13 @@ def convert_once(m: NamedModel, folder: Path, say: Callable[[str], None],
     say(f"[lightft] {m.name}: converting {gguf.name} into {folder} (once; later commands reuse it)")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.{os.getpid()}"
-    convert_gguf(gguf, tmp, force=True, progress=progress)
+    shutil.rmtree(tmp, ignore_errors=True)  # a killed conversion of an earlier process with this pid
+    tmp.mkdir()
+    try:
+        write_converted(gguf, tmp, progress=progress)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.replace(tmp, folder)
     except OSError:

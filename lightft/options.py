@@ -69,7 +69,10 @@ class RunOptions(OptionGroup):
     init: Optional[str] = opt(None, "Start from an earlier run's weights (backbone and, when shapes fit, head).",
                               resume=True)
     resume: bool = opt(False, "Continue the run in --out from its last checkpoint.")
-    overwrite: bool = opt(False, "Replace an existing run folder at --out.")
+    overwrite: bool = opt(False, "Replace the run folder at --out (only a run lightft wrote; it stays untouched until "
+                          "the new run has read its data and model and starts training).")
+    allow_data_change: bool = opt(False, "With --resume: continue although a data file changed since the run started "
+                                  "(refused otherwise, naming the file).")
     seed: int = opt(42, "Seed for initialisation, shuffling and splits.", resume=True, eval="flag")
 
 
@@ -247,6 +250,9 @@ class RuntimeOptions(OptionGroup):
                        "of lightft/model.py only (off); same results within float rounding.", eval="override",
                        choices=("auto", "off"))
     progress: bool = opt(True, "Show a progress bar.", eval="override")
+    requeue_signal: str = opt("SIGUSR1", "Under SLURM: the signal asking to checkpoint and requeue the job (sbatch "
+                              "--signal=USR1@120); the requeued job continues the run. none: off.",
+                              choices=("SIGUSR1", "SIGUSR2", "SIGHUP", "SIGALRM", "none"))
 
 
 # The order groups appear in --help; task groups come after the common ones.

@@ -49,6 +49,16 @@ def damaged_copies(d: Path, env: dict[str, str]) -> None:
     evil = d / "evil_ckpt_run"  # a run whose last checkpoint carries a pickled callable
     shutil.copytree(d / "run", evil)
     torch.save({"state_dict": {}, "x": Evil()}, evil / "checkpoints" / "last.ckpt")
+    changed = d / "changed_data_run"  # a run whose data file changed after it started (its recorded hash differs)
+    shutil.copytree(d / "run", changed)
+    info = json.loads((changed / "run.json").read_text(encoding="utf-8"))
+    info["data_files"]["train"] = {k: "sha256:" + "0" * 64 for k in info["data_files"]["train"]}
+    (changed / "run.json").write_text(json.dumps(info), encoding="utf-8")
+    with_data = d / "run_with_data"  # a run folder that also holds the data file a new run is given
+    shutil.copytree(d / "run", with_data)
+    shutil.copy(d / "train.jsonl", with_data / "train.jsonl")
+    (d / "conf").mkdir()  # a folder holding a --config file
+    (d / "conf" / "c.toml").write_text("batch_size = 8\n", encoding="utf-8")
     # an output folder holding something else
     (d / "other").mkdir()
     (d / "other" / "notes.txt").write_text("mine", encoding="utf-8")
@@ -66,7 +76,7 @@ def env(tmp_path_factory):
     mp.undo()
 
 
-# (case id, argv, words the error line must contain)
+# (case id, argv, words the error line must contain[, pytest marks]); words may name {run}, {d}, {model}
 CASES = [
     # data files (classify: JSONL / CSV / TSV / JSON)
     ("empty file", train_with(data="{bad}/empty.jsonl"), "no records"),
@@ -85,23 +95,55 @@ CASES = [
     ("val label unseen in train", train_with("--val", "{bad}/unseen_label.jsonl"), "'meh' was not seen in training"),
     ("missing data file", train_with(data="{d}/nope.jsonl"), "not found"),
     ("huge line, --overlong error", train_with("--overlong", "error", data="{d}/huge.jsonl"), "over --max-length"),
+    ("--max-length past the model's positions", train_with("--max-length", "200", "--val", "{val}",
+                                                                       data="{d}/huge.jsonl"),
+     "--max-length 200 is longer than the model can take: its position embeddings allow 64 tokens"),
     # options that clash or make no sense
     ("--resume with --overwrite", train_with("--resume", "--overwrite"), "conflict"),
-    ("--out holds another run", [a.replace("{out}", "{run}") for a in train_with()], "already holds another run"),
+    ("--out holds another run", [a.replace("{out}", "{run}") for a in train_with()], "already holds a finished run"),
     ("--overwrite of a non-run folder", [a.replace("{out}", "{d}/other") for a in train_with("--overwrite")],
-     "only replaces a run folder"),
+     "replaces only a run folder lightft wrote"),
     ("--resume with nothing to resume", train_with("--resume"), "nothing to resume"),
     ("--resume with other options",
      [a.replace("{out}", "{run}") for a in train_with("--resume", "--val", "{val}", "--batch-size", "3")],
      "--resume with --batch-size 3"),
+    ("--resume on changed data", [a.replace("{out}", "{d}/changed_data_run") for a in train_with(
+        "--resume", "--val", "{val}", "--batch-size", "8")], "--resume on other data: "),
+    ("--allow-data-change without --resume", train_with("--allow-data-change"), "only applies with --resume"),
     ("--resume from a pickled checkpoint", [a.replace("{out}", "{d}/evil_ckpt_run") for a in train_with(
         "--resume", "--val", "{val}", "--batch-size", "8")], "refusing to load"),
+    # --overwrite never destroys anything before everything was checked, nor an input (issue 17)
+    ("--overwrite with a bad data file", [a.replace("{out}", "{run}") for a in train_with(
+        "--overwrite", data="{bad}/malformed.jsonl")], "malformed JSON"),
+    ("--overwrite with --train inside the run", [a.replace("{out}", "{d}/run_with_data") for a in train_with(
+        "--overwrite", data="{d}/run_with_data/train.jsonl")], "holds an input of this command"),
+    ("--out is the --config file's folder", [a.replace("{out}", "{d}/conf") for a in train_with(
+        "--overwrite", "--config", "{d}/conf/c.toml")], "holds an input of this command"),
+    ("--overwrite of the --init run", [a.replace("{out}", "{run}") for a in train_with("--overwrite", "--init", "{run}")],
+     "a run cannot start from itself"),
+    ("--overwrite of the --model run", [a.replace("{out}", "{run}").replace("{model}", "{run}")
+                                        for a in train_with("--overwrite")], "a run cannot start from itself"),
+    ("--init of the --out run", [a.replace("{out}", "{run}") for a in train_with("--init", "{run}")],
+     "a run cannot start from itself"),
+    ("--overwrite of the folder holding the model", [a.replace("{out}", "{d}") for a in train_with("--overwrite")],
+     "holds an input of this command"),
+    ("--out inside a missing read-only place", [a.replace("{out}", "/proc/lightft/run") for a in train_with()],
+     "cannot write in"),
+    ("--num-nodes 2 on one machine", train_with("--num-nodes", "2", "--accelerator", "cpu"),
+     "nothing starts the other nodes"),
     ("--full with --lora-r", train_with("--lora-r", "16"), "--lora-r has no effect with --full"),
     ("--batch-size 0", train_with("--batch-size", "0"), "at least 1"),
     ("--epochs 0, no --max-steps", train_with("--epochs", "0", "--max-steps", "-1"), "nothing to train"),
     ("--checkpoint-every 0", train_with("--checkpoint-every", "0"), "at least 1"),
     ("fsdp on CPU", train_with("--strategy", "fsdp", "--accelerator", "cpu", "--devices", "2"), "requires a GPU"),
     ("--devices nonsense", train_with("--devices", "lots"), "--devices lots"),
+    # option values out of range are one line naming the flag (more: tests/test_option_metadata.py)
+    ("--devices 0", train_with("--devices", "0", "--accelerator", "cpu"), "--devices 0"),
+    ("--accelerator gpu without a GPU", train_with("--accelerator", "gpu"), "--accelerator gpu --devices auto",
+     pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
+    ("--num-workers -1", train_with("--num-workers", "-1"), "--num-workers must be at least 0"),
+    ("--val-every -1", train_with("--val-every", "-1"), "--val-every must be at least 1"),
+    ("--limit-train -3", train_with("--limit-train", "-3"), "--limit-train must be at least 1"),
     ("--lr not a number", train_with("--lr", "fast"), "'fast' is not a valid float"),
     ("unknown task", ["train", "sing", "--model", "{model}"], "'sing' is not"),
     # model folders
@@ -142,6 +184,23 @@ CASES = [
     ("export: damaged weights", ["export", "{d}/badweights_run", "--out", "{out}"], "weights.safetensors"),
     ("export: adapter of a --full run", ["export", "{run}", "--out", "{out}", "--adapter"], "--merged"),
     ("export: --out not empty", ["export", "{run}", "--out", "{d}/other"], "not empty"),
+    ("export: --force onto the run itself", ["export", "{run}", "--out", "{run}", "--force"],
+     "is an input of this command"),
+    ("export: --force onto the run's parent", ["export", "{run}", "--out", "{d}", "--force"],
+     "holds an input of this command"),
+    ("export: --force onto the base model", ["export", "{run}", "--out", "{model}", "--force"],
+     "is an input of this command"),
+    ("export: --force onto the user's folder", ["export", "{run}", "--out", "{d}/other", "--force"],
+     "replaces only an export folder lightft wrote"),
+    ("export: --force onto another run", ["export", "{run}", "--out", "{d}/unfinished_run", "--force"],
+     "holds a lightft run"),
+    # predict / eval outputs are never inputs (more: tests/test_bad_inputs_models.py)
+    ("predict: --output over the run's run.json", ["predict", "classify", "--model", "{run}", "--data", "{val}",
+                                                   "--output", "{run}/run.json"], "(a file of {run})"),
+    ("eval: --metrics-out over the weights", ["eval", "classify", "--model", "{run}", "--data", "{val}",
+                                              "--metrics-out", "{run}/weights.safetensors"], "(a file of {run})"),
+    ("eval: --metrics-out is a folder", ["eval", "classify", "--model", "{run}", "--data", "{val}", "--metrics-out",
+                                         "{d}"], "is a directory"),
     ("convert: not a GGUF file", ["convert", "gguf", "{bad}/ok.csv", "{out}"], "not a readable GGUF file"),
     ("convert: empty file", ["convert", "gguf", "{bad}/empty.jsonl", "{out}"], "not a readable GGUF file"),
     ("convert: missing file", ["convert", "gguf", "{d}/nope.gguf", "{out}"], "not found"),
@@ -153,9 +212,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("argv, expected", [pytest.param(*c[1:3], id=c[0], marks=c[3:]) for c in CASES])
 def test_bad_input_gives_one_line_error_and_no_output(env, tmp_path, capsys, argv, expected):
-    check_case(env, tmp_path, capsys, argv, expected)
+    check_case(env, tmp_path, capsys, argv, expected.format(**env) if "{" in expected else expected)
     assert not Path("pwned.txt").exists()
 
 

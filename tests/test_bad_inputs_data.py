@@ -110,7 +110,7 @@ UNREADABLE = [
     ("chat_template.jinja", "model/chat_template.jinja", train_with(),
      "chat_template.jinja: cannot read the file (Permission denied)"),
     ("--out in a read-only folder", "locked", [a.replace("{out}", "{d}/locked/run") for a in train_with()],
-     "locked/run: Permission denied"),
+     "locked/run: cannot write in"),
 ]
 
 

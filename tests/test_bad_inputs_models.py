@@ -8,7 +8,7 @@
 - chat templates render within a time and size budget (lightft/chat_template.py); YAML / TOML
   configs are bounded (lightft/safe_config.py);
 - generate / fewshot values are finite and in range (lightft/cli/values.py); output files are
-  checked before any work (lightft/cli/outputs.py).
+  checked before any work (lightft/runs/safe_output.py).
 Every case: one escaped `error:` line, non-zero exit, nothing written (tests/bad_cases.py).
 """
 

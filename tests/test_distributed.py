@@ -55,8 +55,9 @@ def test_ddp_two_processes_match_one_process_with_doubled_batch(data, tmp_path, 
     assert m1["train_tokens"] == m2["train_tokens"]  # summed over ranks
     assert m1["steps"] == m2["steps"]
     # rank 0 alone wrote the run folder; the tokenised data was cached once per split, nothing left over
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoints", "logs", "metrics.json", "report.html",
-                                                                  "run.json", "samples.json", "weights.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [".lightft", "checkpoints", "logs", "metrics.json",
+                                                                  "report.html", "run.json", "samples.json",
+                                                                  "weights.safetensors"]
     assert sorted(p.suffix for p in (cache / "tokens").iterdir()) == [".pt", ".pt"]
 
 

@@ -94,7 +94,7 @@ def smollm2_folder(tmp_path_factory):
     """SmolLM2-135M-Instruct converted by `lightft convert gguf`; transformers reads the same folder as the oracle."""
     from conftest import smollm_gguf
 
-    from lightft.gguf import convert_gguf
+    from lightft.cli.convert import convert_gguf
 
     transformers = pytest.importorskip("transformers")
     out = tmp_path_factory.mktemp("smollm2") / "model"

@@ -15,7 +15,7 @@ gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType as Q  # noqa: E402
 from gguf.quants import dequantize, quantize  # noqa: E402
 
-from lightft.gguf import convert_gguf  # noqa: E402
+from lightft.cli.convert import convert_gguf  # noqa: E402
 
 TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -185,7 +185,7 @@ def test_cli_converts_and_refuses_non_empty_folder(tiny, tmp_path):
         convert_gguf(path, tmp_path / "m")
     convert_gguf(path, tmp_path / "m", force=True)
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(
-        ["config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json",
+        [".lightft", "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json",
          "tokenizer_config.json"])
 
 

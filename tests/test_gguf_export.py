@@ -14,10 +14,12 @@ from click.testing import CliRunner
 
 from lightft import load_model, load_tokenizer
 from lightft.cli.main import cli, main
+from lightft.errors import LightftError
 from lightft.lora import merge_lora
 
 gguf = pytest.importorskip("gguf")
-from lightft.gguf import convert_gguf, unpermute_qk  # noqa: E402
+from lightft.cli.convert import convert_gguf  # noqa: E402
+from lightft.gguf import unpermute_qk  # noqa: E402
 from lightft.gguf_export import permute_qk  # noqa: E402
 from test_gguf import byte_level_vocab, write_gguf  # noqa: E402
 
@@ -156,7 +158,7 @@ def test_a_failure_while_writing_leaves_no_file(runs, tmp_path, monkeypatch):
         return real(w, kind)
 
     monkeypatch.setattr(export, "_encode", failing)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(LightftError, match=r"cannot write \(disk full \(simulated\)\); nothing was replaced"):
         _export(by_name["lora"], tmp_path / "y.gguf")
     assert list(tmp_path.iterdir()) == []
 

@@ -26,7 +26,7 @@ MAY_CHANGE_ON_RESUME = {"out", "resume", "overwrite", "epochs", "max_steps", "ev
                         "cache", "limit_val", "max_answer_length", "n_best", "top_k", "question_groups",
                         "precision", "accelerator", "devices", "strategy", "threads", "val_every",
                         "checkpoint_every", "log_every", "compile", "pad_to_multiple", "grad_checkpointing",
-                        "progress", "kernels", "logger"}
+                        "progress", "kernels", "logger", "allow_data_change", "requeue_signal"}
 
 
 def changed_value(f: dataclasses.Field):

@@ -34,7 +34,7 @@ def test_minilm_matches_transformers():
 @pytest.fixture(scope="module")
 def smollm(tmp_path_factory):
     transformers = pytest.importorskip("transformers")
-    from lightft.gguf import convert_gguf
+    from lightft.cli.convert import convert_gguf
 
     gguf_file = smollm_gguf()
     out = convert_gguf(gguf_file, tmp_path_factory.mktemp("smollm") / "model")

@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Union
+
 import click
 
 from lightft.cli.common import progress_line, threads_option
+
+if TYPE_CHECKING:
+    from lightft.gguf import Progress
+
+PathLike = Union[str, os.PathLike]
+
+
+def convert_gguf(gguf_path: PathLike, out_dir: PathLike, dtype: str = "float32", force: bool = False,
+                 progress: Optional[Progress] = None) -> Path:
+    """Convert a GGUF file into the model folder `out_dir`; returns it.
+
+    Written into a temporary sibling and put in place at the end (lightft/runs/safe_output.py): a
+    failure leaves nothing, and `force` replaces only a model folder an earlier conversion wrote
+    (never the folder holding the GGUF file, nor any folder lightft did not write).
+    """
+    from lightft.gguf import open_gguf, write_converted
+    from lightft.runs.safe_output import writing_folder
+
+    open_gguf(gguf_path)  # not a readable GGUF file: say so before taking the output
+    with writing_folder(out_dir, "model", replace=force, inputs=[gguf_path], flag="OUT_DIR",
+                        replace_flag="--force") as tmp:
+        write_converted(gguf_path, tmp, dtype, progress)
+    return Path(out_dir)
 
 
 @click.group("convert")
@@ -23,7 +50,7 @@ def command() -> None:
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
               help="Dtype of the dequantised weights (float32 keeps the dequantised values exactly).")
-@click.option("--force", is_flag=True, help="Replace OUT_DIR when it exists and is not empty.")
+@click.option("--force", is_flag=True, help="Replace OUT_DIR when an earlier `lightft convert` wrote it.")
 @threads_option
 def gguf(gguf_file: str, out_dir: str, dtype: str, force: bool) -> None:
     """Convert a llama-family GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 tensors) into OUT_DIR.
@@ -38,7 +65,5 @@ def gguf(gguf_file: str, out_dir: str, dtype: str, force: bool) -> None:
       lightft convert gguf model.gguf models/m --dtype bfloat16 --force
       lightft inspect models/smollm2
     """
-    from lightft.gguf import convert_gguf
-
     out = convert_gguf(gguf_file, out_dir, dtype=dtype, force=force, progress=progress_line("[convert] tensors"))
     click.echo(f"wrote {out}")

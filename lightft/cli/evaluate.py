@@ -13,7 +13,6 @@ import click
 
 from lightft.cli.common import resolve_model
 from lightft.cli.options import eval_command_options, per_task_group, resolve_options
-from lightft.cli.outputs import check_output_file, write_output_file
 
 # Tasks whose head is trained from scratch: scoring a base model on them measures an untrained head.
 TRAINED_HEAD_TASKS = ("classify", "ner", "qa")
@@ -35,15 +34,17 @@ def make_command(task: str) -> click.Command:
                           "Data file to evaluate on.", "--metrics-out", "Also write the JSON metrics to this file.")
     def command(model: str, data: str, metrics_out: str | None, untrained_head: bool = False, **values) -> None:
         from lightft.evaluate import evaluate
+        from lightft.runs.load import chain_inputs
+        from lightft.runs.safe_output import check_output_file, write_output_file
 
-        out = check_output_file(metrics_out, "--metrics-out", (data, model))  # before any work
+        out = check_output_file(metrics_out, "--metrics-out", [data, model, *chain_inputs(model)])  # before any work
         model = resolve_model(model)
         check_model_head(task, model, untrained_head)
         opts = resolve_options(values, model=model)
         metrics = evaluate(task, model, data, opts)
         text = json.dumps(metrics)
         if out is not None:
-            write_output_file(out, text + "\n")
+            write_output_file(out, text + "\n", "--metrics-out")
         click.echo(text)
 
     if task in TRAINED_HEAD_TASKS:

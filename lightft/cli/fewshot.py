@@ -11,7 +11,6 @@ import click
 
 from lightft.cli.common import resolve_model, threads_option
 from lightft.cli.options import option_decorators
-from lightft.cli.outputs import check_output_file, write_output_file
 from lightft.cli.values import POSITIVE, SEED
 
 PATH_KEYS = ("data", "pool")  # relative to the config file, as in `lightft train --config` (--model may be a name)
@@ -90,9 +89,12 @@ def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Opti
     """
     from lightft.errors import LightftError
     from lightft.fewshot import run_fewshot, table
+    from lightft.runs.load import chain_inputs
+    from lightft.runs.safe_output import check_output_file, write_output_file
 
-    out = check_output_file(metrics_out, "--metrics-out", (data, pool, model))  # before any work
-    predictions = check_output_file(predictions_out, "--predictions-out", (data, pool, model, metrics_out))
+    inputs = [data, pool, model, *chain_inputs(model)]
+    out = check_output_file(metrics_out, "--metrics-out", inputs)  # before any work
+    predictions = check_output_file(predictions_out, "--predictions-out", [*inputs, metrics_out])
     try:
         ks = [int(k) for k in shots.split(",") if k.strip()]
     except ValueError:
@@ -107,5 +109,5 @@ def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Opti
     click.echo(table(report), err=True)
     text = json.dumps(report, ensure_ascii=False)
     if out is not None:
-        write_output_file(out, text + "\n")
+        write_output_file(out, text + "\n", "--metrics-out")
     click.echo(text)

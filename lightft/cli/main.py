@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="lightft", standalone_mode=False)
         _close_process_group()
-    except LightftError as e:
-        fail(str(e), 2)
+    except LightftError as e:  # exit_code: a training stopped by a signal exits 128 + its number (143, 130)
+        fail(str(e), getattr(e, "exit_code", 2))
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -29,5 +29,5 @@ def command(runs: tuple[str, ...], out: Optional[str], metrics: tuple[str, ...])
 
     read = [read_run_files(r) for r in runs]
     target = Path(out) if out else (read[0].path / "curves.png" if len(read) == 1 else Path("curves.png"))
-    save_png(curves_figure(read, list(metrics) or None), target)
+    save_png(curves_figure(read, list(metrics) or None), target, inputs=[r.path for r in read])
     click.echo(str(target))

@@ -9,7 +9,6 @@ import click
 from lightft.cli.common import resolve_model
 from lightft.cli.evaluate import check_model_head
 from lightft.cli.options import eval_command_options, per_task_group, resolve_options
-from lightft.cli.outputs import check_output_file, write_output_file
 
 OUTPUT = {
     "classify": '{"line", "label", "probabilities"}',
@@ -33,15 +32,17 @@ def make_command(task: str) -> click.Command:
                           "Data file to predict on.", "--output", "Write JSONL here instead of stdout.")
     def command(model: str, data: str, output: str | None, **values) -> None:
         from lightft.evaluate import predict
+        from lightft.runs.load import chain_inputs
+        from lightft.runs.safe_output import check_output_file, write_output_file
 
-        out = check_output_file(output, "--output", (data, model))  # before any work
+        out = check_output_file(output, "--output", [data, model, *chain_inputs(model)])  # before any work
         model = resolve_model(model)
         check_model_head(task, model, untrained_head=None)
         opts = resolve_options(values, model=model)
         records = predict(task, model, data, opts)
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         if out is not None:
-            write_output_file(out, lines)
+            write_output_file(out, lines, "--output")
         else:
             click.echo(lines, nl=False)
 

@@ -38,7 +38,7 @@ def make_command(task: str) -> click.Command:
 
         opts = resolve_options(values, config_file)
         opts.model = resolve_model(opts.model)
-        metrics = train(task, opts)
+        metrics = train(task, opts, inputs=(config_file,))
         if rank_zero_only.rank == 0:  # one JSON line, however many processes trained
             click.echo(json.dumps(metrics))
 

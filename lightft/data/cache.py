@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Union
 
 import torch
 
+from lightft.checkpoint import write_atomic
 from lightft.errors import LightftError
 from lightft.named_models import cache_root
 
@@ -108,9 +109,8 @@ def cached(key: str, build: Callable[[], tuple[list[Example], dict[str, Any]]],
     examples, stats = build()
     if enabled:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"examples": _pack(examples), "stats": json.dumps(stats)}, tmp)
-        os.replace(tmp, path)
+        blob = {"examples": _pack(examples), "stats": json.dumps(stats)}
+        write_atomic(path, lambda tmp: torch.save(blob, tmp))
     return examples, stats, False
 
 

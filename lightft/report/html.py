@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from lightft.checkpoint import write_atomic
 from lightft.report.plot import curves_figure, lengths_figure, png_bytes
 from lightft.report.runfiles import RunFiles, read_run_files
 
@@ -173,7 +173,5 @@ def write_report(run_dir: str | Path, with_samples: bool = True) -> Path:
     run = read_run_files(run_dir)
     page = render_report(run, with_samples)
     out = run.path / REPORT_FILE
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    write_atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return out

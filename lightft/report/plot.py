@@ -11,9 +11,8 @@ opens a window or touches another figure in the same process.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from lightft.errors import LightftError
 from lightft.report.runfiles import RunFiles, check_metrics
@@ -131,13 +130,13 @@ def png_bytes(fig, dpi: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def save_png(fig, out: Path, dpi: int = 90) -> Path:
-    """Write the figure as PNG through a temporary file, so `out` is never half written."""
+def save_png(fig, out: Path, dpi: int = 90, inputs: Sequence[Path] = ()) -> Path:
+    """Write the figure as PNG through lightft/runs/safe_output.py: checked first (never one of the
+    `inputs`), written to a temporary sibling and renamed, so `out` is never half written."""
+    from lightft.runs.safe_output import check_output_file, write_output_file
+
     if out.suffix.lower() != ".png":
         raise LightftError(f"--out {out}: plots are written as PNG; give a file name ending in .png")
-    if not out.parent.is_dir():
-        raise LightftError(f"--out {out}: folder {out.parent} does not exist")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(png_bytes(fig, dpi))
-    os.replace(tmp, out)
+    checked = check_output_file(out, "--out", list(inputs))
+    write_output_file(checked, png_bytes(fig, dpi), "--out")
     return out

@@ -1,16 +1,19 @@
 """The run folder: validating --out / --resume / --overwrite before anything is written, and its files
-(no Lightning here: inference reads run folders through this layer).
+(no Lightning here: inference reads run folders through this layer). How it is created, locked and
+replaced: lightft/runs/safe_output.py.
 
 A run folder holds: run.json (task, resolved options, base model, task state such as label names),
 weights.safetensors (trainable tensors: LoRA factors + head, or everything under --full),
-checkpoints/ (`last.ckpt` and `best.ckpt`), logs/metrics.csv and metrics.json.
+checkpoints/ (`last.ckpt` and `best.ckpt`), logs/metrics.csv, metrics.json, and the marker `.lightft`
+(kind run) that lets --overwrite replace it. run.json's `status` is "training" until the weights and
+metrics are written, then "finished"; `data_files` holds the sha256 of every data file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,6 +24,7 @@ from lightft.checkpoint import read_json, write_atomic_safetensors
 from lightft.errors import LightftError
 from lightft.options import LoraOptions, Options, flag, resume_must_match
 from lightft.runs.checkpoint_file import LAST, load_checkpoint_file
+from lightft.runs.safe_output import check_folder_target, say
 
 RUN_FILE, WEIGHTS_FILE = "run.json", "weights.safetensors"
 
@@ -61,30 +65,52 @@ def check_train_options(opts: Options) -> None:
         if given:
             raise LightftError(f"{flag(given[0])} has no effect with --full (it sets up LoRA); "
                                "drop it, or train with --lora")
+    if opts.allow_data_change and not opts.resume:
+        raise LightftError("--allow-data-change only applies with --resume (a new run reads its data as it is)")
+    check_not_itself(opts)
 
 
-def prepare_run_dir(opts: Options) -> Path:
-    """Validate --out: new, --resume of the same run, or --overwrite. Never mixes two runs."""
-    out = Path(opts.out)
+def check_not_itself(opts: Options) -> None:
+    """--model or --init naming the --out run would make the run start from itself (a loop in its record)."""
+    out = os.path.realpath(opts.out)
+    for name in ("model", "init"):
+        value = getattr(opts, name)
+        if value and os.path.realpath(value) == out:
+            raise LightftError(f"{flag(name)} {value} is the --out run: a run cannot start from itself; choose "
+                               "another --out (or drop --overwrite and add --resume to continue it)")
+
+
+def run_progress(out: Path) -> str:
+    """How far the run in `out` got, in words, for messages."""
+    if (out / WEIGHTS_FILE).is_file() and read_json(out / RUN_FILE).get("status", "finished") == "finished":
+        return "a finished run"
+    last = out / "checkpoints" / LAST
+    if not last.is_file():
+        return "an unfinished run (stopped before its first checkpoint)"
+    try:
+        step = load_checkpoint_file(last, mmap=True).get("global_step", "?")
+    except LightftError:
+        step = "?"
+    return f"an unfinished run (last checkpoint at step {step})"
+
+
+def check_run_dir(opts: Options, out: Path) -> bool:
+    """Validate --out for a new run, a --resume or an --overwrite, before anything is written (the caller
+    holds the output lock). Returns True when an earlier run is to be replaced. Changes nothing."""
     if out.exists() and not out.is_dir():
         raise LightftError(f"{out}: --out must be a folder, and this is a file")
     if opts.resume:
-        if not is_run_dir(opts.out) or not (out / "checkpoints" / LAST).is_file():
-            raise LightftError(f"{out}: nothing to resume (no run.json and checkpoints/{LAST}); drop --resume")
-        check_resume_matches(read_run(opts.out)["options"], opts, out)
-        load_checkpoint_file(out / "checkpoints" / LAST, mmap=True)  # refused / damaged: stop before any change
-        return out
-    if out.exists() and any(out.iterdir()):
-        if not opts.overwrite:
-            what = "another run" if is_run_dir(opts.out) else "other files"
-            raise LightftError(f"{out}: folder already holds {what}; choose a new --out, add --resume to "
-                               "continue it, or --overwrite to replace it")
-        if not is_run_dir(opts.out):
-            raise LightftError(f"{out}: --overwrite only replaces a run folder (with {RUN_FILE}), and this folder "
-                               "holds other files; choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+        if not is_run_dir(str(out)):
+            raise LightftError(f"{out}: nothing to resume (no {RUN_FILE}); drop --resume")
+        check_resume_matches(read_run(str(out))["options"], opts, out)
+        last = out / "checkpoints" / LAST
+        if last.is_file():
+            load_checkpoint_file(last, mmap=True)  # refused / damaged: stop before any change
+        return False
+    if out.exists() and any(out.iterdir()) and not opts.overwrite and is_run_dir(str(out)):
+        raise LightftError(f"{out}: folder already holds {run_progress(out)}; choose a new --out, add --resume to "
+                           "continue it, or --overwrite to replace it")
+    return check_folder_target(out, "run", opts.overwrite, "--out", "--overwrite")
 
 
 def check_resume_matches(saved: dict[str, Any], opts: Options, out: Path) -> None:
@@ -98,6 +124,19 @@ def check_resume_matches(saved: dict[str, Any], opts: Options, out: Path) -> Non
         raise LightftError(f"{out}: --resume with {flag(k)} {now[k]!r}, but the run was started with "
                            f"{saved.get(k, defaults[k])!r}; resume with the options of the run ({len(changed)} "
                            f"differ: {', '.join(changed)})")
+
+
+def clean_partial_files(run_dir: Path) -> list[str]:
+    """Remove the temporary files a killed process left inside a run (`last.ckpt.tmp-PID`, `run.json.tmp`...):
+    never complete, never read. Call with the run's lock held (no other writer exists)."""
+    found = [p for d in (run_dir, run_dir / "checkpoints") if d.is_dir() for p in sorted(d.iterdir())
+             if p.is_file() and re.search(r"\.tmp(-\d+)?$", p.name)]
+    for p in found:
+        p.unlink()
+    if found:
+        say(f"removed {', '.join(str(p.relative_to(run_dir)) for p in found)} in {run_dir}: left by a process "
+            "killed while writing them")
+    return [p.name for p in found]
 
 
 def keep_earlier_log(run_dir: Path) -> None:

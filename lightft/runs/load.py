@@ -46,6 +46,17 @@ def init_source(options: dict[str, Any]) -> Optional[str]:
     return options.get("init") or (options.get("model") if is_run_dir(options.get("model")) else None)
 
 
+def chain_inputs(run_dir: Optional[str]) -> list[str]:
+    """Every folder a run's weights are read from: the run, the runs it started from, their base models.
+    An output must never replace one of them (lightft/runs/safe_output.py)."""
+    found: list[str] = []
+    while run_dir and is_run_dir(run_dir) and run_dir not in found:
+        info = read_run(run_dir)
+        found += [run_dir, info["base_model"]]
+        run_dir = init_source(info["options"])
+    return found
+
+
 def chain_state(run_dir: str, task: str, own_shapes: Optional[dict[str, torch.Size]] = None,
                 _seen: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """The trained tensors of `run_dir` over those of the runs it started from (oldest first).

@@ -30,6 +30,7 @@ from lightft.runs.checkpoint_file import LAST, atomic_torch_save, load_checkpoin
 from lightft.train.timing import PhaseClock, maybe_phase
 
 
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO with atomic saves and weights-only loads (see the module docstring).
 
@@ -48,26 +49,62 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_file(path, map_location if map_location is not None else "cpu")
 
 
+def validation_follows(trainer: L.Trainer) -> bool:
+    """True in the hooks of a training batch after which Lightning validates (its `_should_check_val_fx`
+    for the settings lightft uses: every --val-every steps, or before a stop that --max-steps asks for).
+    A checkpoint taken before that validation resumes past it: the best checkpoint would be chosen
+    without it."""
+    if trainer.should_stop:
+        return True
+    every = trainer.val_check_batch
+    if not every or every == float("inf"):
+        return False
+    loop = trainer.fit_loop.epoch_loop
+    index = loop.total_batch_idx if trainer.check_val_every_n_epoch is None else loop.batch_idx
+    return (index + 1) % every == 0
+
+
+def last_batch_of_epoch(trainer: L.Trainer) -> bool:
+    """True in the hooks of an epoch's last batch. A checkpoint saved there resumes into an epoch whose
+    batches are all done but whose end (validation, epoch counter) is not, and Lightning does not continue
+    such a checkpoint exactly; the epoch-end checkpoint right after it does."""
+    return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
 class PeriodicCheckpoint(Checkpoint):
     """`last.ckpt` every `every` optimiser steps (if set) and at the end of every training epoch.
 
     A `Checkpoint` subclass, so Lightning runs it after the other callbacks of the same hook (the
-    data position and RNG state it saves are then up to date)."""
+    data position and RNG state it saves are then up to date). A step that ends an epoch is saved at
+    the epoch's end, and a step followed by validation after it: only there does Lightning continue a
+    checkpoint exactly (`last_batch_of_epoch`, `validation_follows`)."""
 
     def __init__(self, dirpath: Path, every: Optional[int]):
         self.path, self.every = Path(dirpath) / LAST, every
-        self._saved_at = -1
+        self._saved_at, self._after_validation = -1, False
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         step = trainer.global_step  # optimiser steps; unchanged while gradients accumulate
-        if self.every and step and step % self.every == 0 and step != self._saved_at:
-            trainer.save_checkpoint(str(self.path), weights_only=False)
-            self._saved_at = step
+        if not (self.every and step and step % self.every == 0 and step != self._saved_at):
+            return
+        if last_batch_of_epoch(trainer):
+            return  # the epoch-end save follows at once
+        if validation_follows(trainer):
+            self._after_validation = True  # saved in on_validation_end
+            return
+        self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self._after_validation and trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(str(self.path), weights_only=False)
+        self._saved_at, self._after_validation = trainer.global_step, False
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        trainer.save_checkpoint(str(self.path), weights_only=False)
-        self._saved_at = trainer.global_step
+        self._save(trainer)
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:

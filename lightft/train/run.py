@@ -3,35 +3,47 @@ evaluating and predicting with a finished run: lightft/evaluate.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.util
-import shutil
+import json
+import signal
+import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from lightft import __version__
-from lightft.checkpoint import write_atomic_json
+from lightft.checkpoint import read_model_config, write_atomic_json
+from lightft.config import check_max_length
 from lightft.errors import LightftError
 from lightft.options import Options
 from lightft.precision import device_type, resolve_precision
 from lightft.runs.backbone import load_backbone, prepare_backbone
 from lightft.runs.checkpoint_file import BEST, LAST, load_checkpoint_file
+from lightft.runs.data_identity import check_same_data, data_hashes
 from lightft.runs.defaults import resolve_auto
-from lightft.runs.folder import (RUN_FILE, WEIGHTS_FILE, check_train_options, is_run_dir, keep_earlier_log,
-                                 prepare_run_dir, read_run, save_weights)
-from lightft.runs.load import chain_state, init_source
+from lightft.runs.folder import (RUN_FILE, WEIGHTS_FILE, check_run_dir, check_train_options, clean_partial_files,
+                                 is_run_dir, keep_earlier_log, read_run, save_weights)
+from lightft.runs.load import chain_inputs, chain_state, init_source
+from lightft.runs.safe_output import check_not_input, claim, new_folder
 from lightft.tasks.module import TaskModule
 from lightft.tokenizer import load_tokenizer
 from lightft.train.callbacks import DataPosition, StepBoundProgressBar, Throughput, ValidateAtMaxSteps
 from lightft.train.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, RngState
-from lightft.train.distributed import build_strategy, children_see_prepared, prepared_by_parent, rank_zero_first
+from lightft.train.distributed import (build_strategy, check_nodes, children_see_prepared, cluster_plugins,
+                                      parent_resumed, prepared_by_parent, rank_zero_first)
 from lightft.train.mixed import BF16Mixed
+from lightft.train.signals import (SignalWatch, Signalled, StopOnSignal, TrainingStopped, requeue_job,
+                                   requeue_signal_of, requeued_restart, resume_command, slurm_job_id)
 from lightft.train.registry import get_task
 from lightft.train.report_files import data_record, write_extras
 from lightft.train.timing import PhaseClock, TimeSplit
+
 
 
 def seed_everything(seed: int) -> None:
@@ -71,9 +83,10 @@ def apply_init_run(module: TaskModule, run_dir: str) -> None:
 
 
 def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str, for_training: bool,
-                 clock: Optional[PhaseClock] = None) -> L.Trainer:
+                 clock: Optional[PhaseClock] = None, watch: Optional[SignalWatch] = None) -> L.Trainer:
     """The Lightning Trainer. Training uses --devices/--num-nodes/--strategy; eval and predict one device.
-    `clock`: the run's PhaseClock (training), which validation and checkpoint writes report to."""
+    `clock`: the run's PhaseClock (training), which validation and checkpoint writes report to.
+    `watch` (training): the stop signals, acted on at optimiser-step boundaries (StopOnSignal)."""
     callbacks: list[L.Callback] = []
     logger: Any = False
     precision = resolve_precision(opts.precision, opts.accelerator)  # already concrete for a training run
@@ -87,6 +100,7 @@ def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str
             ModelCheckpoint(dirpath=ckpt_dir, filename=Path(BEST).stem, monitor=monitor, mode=mode, save_last=False,
                             save_top_k=1, enable_version_counter=False, save_weights_only=True),
             PeriodicCheckpoint(ckpt_dir, opts.checkpoint_every),
+            *([StopOnSignal(watch, ckpt_dir)] if watch is not None else []),
             RngState(),
             DataPosition(),
             LearningRateMonitor(logging_interval="step"),
@@ -116,7 +130,7 @@ def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str
     settings = dict(
         accelerator=opts.accelerator,
         **distributed,
-        plugins=[AtomicCheckpointIO(clock), *precision_plugins],
+        plugins=[AtomicCheckpointIO(clock), *precision_plugins, *cluster_plugins(opts, for_training)],
         max_epochs=opts.epochs,
         max_steps=opts.max_steps,
         accumulate_grad_batches=opts.grad_accum,
@@ -136,7 +150,7 @@ def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str
         settings["precision"] = precision
     try:
         return L.Trainer(**settings)
-    except (ValueError, TypeError, RuntimeError) as e:  # Lightning's word on impossible hardware settings
+    except (ValueError, TypeError, RuntimeError, MisconfigurationException) as e:  # impossible hardware settings
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LightftError(f"--accelerator {opts.accelerator} --devices {opts.devices} --strategy {opts.strategy} "
                            f"--precision {precision}: {first}") from None
@@ -146,12 +160,19 @@ def jsonable(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in metrics.items()}
 
 
-def train(task: str, opts: Options) -> dict[str, Any]:
+def train(task: str, opts: Options, inputs: Sequence[Optional[str]] = ()) -> dict[str, Any]:
     """Fine-tune, keep the best weights, evaluate them, and fill the run folder. Returns the metrics.
 
-    Multi-process runs: see lightft/train/distributed.py for who prepares the run folder and the
-    tokenised data; only global rank 0 writes files. The auto options (lightft/runs/defaults.py) are
-    made concrete first, so run.json, the resume checks and every rank see the same values.
+    Nothing at --out changes until every input has been read and checked: the options, the folder
+    (new, --resume, or --overwrite of a run lightft wrote), the data, the model and --init. Then the
+    new run folder (marker + run.json) is built in a temporary sibling and put in place in one step;
+    an --overwrite'n run stays whole until that moment, and a failure or kill after it leaves a run that
+    `--resume` continues (from step 0 if no checkpoint was saved yet). The process that creates the
+    folder holds its lock until the end (lightft/runs/safe_output.py); `inputs` are more files that
+    must not be replaced (the --config file). Signals: lightft/train/signals.py. Multi-process runs:
+    lightft/train/distributed.py; only global rank 0 writes files. The auto options
+    (lightft/runs/defaults.py) are made concrete first, so run.json, the resume checks and every rank
+    see the same values; `clock` splits the run's time into phases for metrics.json.
     """
     clock = PhaseClock()
     spec = get_task(task)
@@ -163,47 +184,124 @@ def train(task: str, opts: Options) -> dict[str, Any]:
     base_dir = base_model_dir(opts.model)
     run_dir = Path(opts.out)
     seed_everything(opts.seed)
+    watch = SignalWatch(requeue_signal_of(opts.requeue_signal))
     trainer = make_trainer(opts, run_dir, spec.module.monitor, spec.module.monitor_mode, for_training=True,
-                           clock=clock)
-    with rank_zero_first(trainer) as first:
-        owner = first and not prepared_by_parent()  # the one process that creates the run folder
-        if owner:
-            prepare_run_dir(opts)
+                           clock=clock, watch=watch)
+    check_nodes(trainer, opts)
+    with contextlib.ExitStack() as held, watch.active():
         try:
-            with clock.phase("load"):
-                tokenizer = load_tokenizer(base_dir)
-            with clock.phase("data"):
-                dm = spec.datamodule(tokenizer, opts, train_file=opts.train, val_file=opts.val)
-                if first:
-                    dm.prepare_data()
-                dm.setup("fit")
-            with clock.phase("load"):
+            with rank_zero_first(trainer) as shared:
+                owner = shared.first and not prepared_by_parent()  # the one process that creates the run folder
+                if owner:
+                    run_dir = held.enter_context(claim(run_dir, "--out"))
+                    opts = plan_run(opts, run_dir, [opts.model, base_dir, opts.train, opts.val, *inputs,
+                                                    *chain_inputs(opts.init), *chain_inputs(opts.model)])
+                    shared.resume = opts.resume
+                elif parent_resumed() or shared.resume:
+                    opts = dataclasses.replace(opts, resume=True, overwrite=False)
+                with clock.phase("load"):
+                    tokenizer = load_tokenizer(base_dir)
+                with clock.phase("data"):
+                    dm = spec.datamodule(tokenizer, opts, train_file=opts.train, val_file=opts.val)
+                    if owner:
+                        data_files = data_hashes({split: dm.source_files(path) for split, path in
+                                                  (("train", opts.train), ("val", opts.val)) if path})
+                        previous = read_run(str(run_dir)) if opts.resume else None
+                        changed = check_same_data(previous, data_files, run_dir, opts.allow_data_change) \
+                            if previous else []
+                    if shared.first:
+                        dm.prepare_data()
+                    dm.setup("fit")
+                check_positions(base_dir, opts, dm)
+                with clock.phase("load"):
+                    module = build_module(task, base_dir, opts, dm.task_args())
+                    init = init_source(opts.to_dict())
+                    if init:
+                        apply_init_run(module, init)
                 module = build_module(task, base_dir, opts, dm.task_args())
                 init = init_source(opts.to_dict())
                 if init:
                     apply_init_run(module, init)
-        except BaseException:
-            if owner and not opts.resume:
-                shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-written on bad input
-            raise
-        if owner:
-            if opts.resume:  # keep the original record and the log so far; note the resume
-                info = {**read_run(str(run_dir)), "resumed": time.strftime("%Y-%m-%dT%H:%M:%S")}
-                keep_earlier_log(run_dir)
-            else:
-                info = {"task": task, "base_model": str(Path(base_dir).resolve()), "lightft_version": __version__,
-                        "options": opts.to_dict(), "task_state": module.task_state(), "data": data_record(dm),
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            write_atomic_json(run_dir / RUN_FILE, info)
+                if owner:
+                    info = {"task": task, "base_model": str(Path(base_dir).resolve()), "lightft_version": __version__,
+                            "options": opts.to_dict(), "task_state": module.task_state(), "data": data_record(dm),
+                            "data_files": data_files, "status": "training", "slurm_job_id": slurm_job_id(),
+                            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                    if previous is not None:
+                        check_same_task_state(previous, info, run_dir)
+                        info = {**previous, "status": "training", "data_files": data_files,
+                                "resumed": [*resumes(previous), {"at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                                 "data_changed": changed}]}
+                        clean_partial_files(run_dir)
+                        keep_earlier_log(run_dir)
+                        write_atomic_json(run_dir / RUN_FILE, info)
+                    else:
+                        with new_folder(run_dir, "run") as tmp:  # replaces an --overwrite'n run in one step
+                            write_atomic_json(tmp / RUN_FILE, info)
+            return fit_and_finish(trainer, module, dm, tokenizer, opts, run_dir, watch, clock)
+        except Signalled as stop:
+            raise stopped(stop, task, run_dir, trainer, watch) from None
+
+
+def check_positions(base_dir: str, opts: Options, dm: Any) -> None:
+    """Refuse, before training, tokenised examples longer than the model's learned position table (an
+    IndexError mid-fit otherwise; `generate` checks the same limit). Only examples that really run past the
+    table are refused: the default --max-length may exceed a small model's table as long as the data fits.
+    Rotary models compute any position and are left alone, as in `generate`."""
+    cfg = read_model_config(base_dir)
+    limit = cfg.max_tokens()
+    if limit is None:
+        return
+    longest = max((len(e[dm.length_key]) for data in dm.datasets.values() for e in data), default=0)
+    if longest > limit:
+        check_max_length(cfg, opts.max_length)  # names --max-length and the limit
+        raise LightftError(f"the data holds an example of {longest} tokens; the model's positions allow {limit}; "
+                           f"use --max-length {limit} or less")
+
+
+def plan_run(opts: Options, run_dir: Path, inputs: Sequence[Optional[str]]) -> Options:
+    """The checks on --out before anything is read (the lock is held). A SLURM job restarted after a
+    requeue runs its command line again: it continues its own run, whatever --overwrite says."""
+    if not opts.resume and is_run_dir(str(run_dir)) and requeued_restart(read_run(str(run_dir))):
+        print(f"[lightft] SLURM job {slurm_job_id()} restarted: continuing {run_dir} from its last checkpoint",
+              file=sys.stderr)
+        opts = dataclasses.replace(opts, resume=True, overwrite=False)
+    if not opts.resume:
+        check_not_input(run_dir, inputs, "--out")
+    check_run_dir(opts, run_dir)
+    return opts
+
+
+def check_same_task_state(previous: dict[str, Any], now: dict[str, Any], run_dir: Path) -> None:
+    """The task state (label names...) fixes the head's shape: a resume cannot change it."""
+    before, after = previous.get("task_state", {}), json.loads(json.dumps(now["task_state"]))  # as run.json holds it
+    if before != after:
+        key = next((k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)), "?")
+        raise LightftError(f"{run_dir}: --resume on data with another {key} ({str(before.get(key))[:80]} -> "
+                           f"{str(after.get(key))[:80]}); the trained head cannot change; start a new run instead")
+
+
+def resumes(info: dict[str, Any]) -> list[Any]:
+    earlier = info.get("resumed", [])
+    return earlier if isinstance(earlier, list) else [earlier]
+
+
+def fit_and_finish(trainer: L.Trainer, module: TaskModule, dm: Any, tokenizer: Any, opts: Options,
+                   run_dir: Path, watch: SignalWatch, clock: PhaseClock) -> dict[str, Any]:
+    """`fit` (from the last checkpoint on --resume), evaluate the best weights, write weights and metrics."""
     start = time.perf_counter()
-    ckpt = str(run_dir / "checkpoints" / LAST) if opts.resume else None
+    last = run_dir / "checkpoints" / LAST
+    ckpt = str(last) if opts.resume and last.is_file() else None
+    if opts.resume and ckpt is None and trainer.is_global_zero:
+        print(f"[lightft] {run_dir}: no checkpoint yet; training again from step 0", file=sys.stderr)
     try:
-        with children_see_prepared(), clock.phase("steps"):  # ranks Lightning starts in fit read what this one prepared
+        with children_see_prepared(opts.resume), clock.phase("steps"):  # ranks Lightning starts read what this one prepared
             trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     except FloatingPointError as e:
-        last = run_dir / "checkpoints" / LAST
         kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
         raise LightftError(f"training stopped: {e}; {kept}") from None
+    if watch.received is not None:  # it came after the last step: the epoch-end checkpoint is the last state
+        raise Signalled(watch.received, last if last.is_file() else None, trainer.global_step)
     train_seconds = time.perf_counter() - start
     best = run_dir / "checkpoints" / BEST
     with clock.phase("checkpoints"):
@@ -227,4 +325,25 @@ def train(task: str, opts: Options) -> dict[str, Any]:
             write_extras(run_dir, module, dm, tokenizer, trainer)
         metrics["time_split"] = clock.split()
         write_atomic_json(run_dir / "metrics.json", metrics)
+        write_atomic_json(run_dir / RUN_FILE, {**read_run(str(run_dir)), "status": "finished",
+                                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return metrics
+
+
+def stopped(stop: Signalled, task: str, run_dir: Path, trainer: L.Trainer, watch: SignalWatch) -> TrainingStopped:
+    """The one line a stop signal ends with: what was saved and how to continue (or that SLURM requeued)."""
+    name = signal.Signals(stop.signum).name
+    if not (run_dir / RUN_FILE).is_file():
+        return TrainingStopped(f"stopped by {name} before training started; nothing was written", stop.signum)
+    last = run_dir / "checkpoints" / LAST
+    if stop.checkpoint is not None:
+        saved = f"saved {stop.checkpoint} at step {stop.step}"
+    elif last.is_file():
+        saved = f"the last checkpoint is {last}"
+    else:
+        saved = "no checkpoint was saved yet (a resume starts from step 0)"
+    if stop.signum == watch.requeue:
+        if trainer.is_global_zero:
+            return TrainingStopped(f"stopped by {name}: {saved}; {requeue_job()}", stop.signum)
+        return TrainingStopped(f"stopped by {name}: {saved}; rank 0 requeues the job", stop.signum)
+    return TrainingStopped(f"stopped by {name}: {saved}; continue with: {resume_command(task)}", stop.signum)
