@@ -234,11 +234,13 @@ def test_real_minilm_run_export_pipeline_matches_lightft_predict(tmp_path):
     data.write_text("".join((demo / "sentiment_validation.jsonl").read_text().splitlines(True)[:16]))
     run, out = tmp_path / "run", tmp_path / "export"
     for args in (["train", "classify", "--model", "minilm", "--train", demo / "sentiment_train.jsonl", "--val", data,
-                  "--out", run, "--full", "--max-steps", "3", "--no-progress", "--threads", "1"],
+                  "--out", run, "--full", "--max-steps", "3", "--no-progress", "--threads", "1",
+                  "--precision", "32-true"],  # fp32 like the pipeline below (auto is bf16 on AMX CPUs)
                  ["export", run, "--out", out, "--threads", "1"]):
         res = run_cli(args, tmp_path / "cache", timeout=900)
         assert res.returncode == 0, res.stderr[-2000:]
-    res = run_cli(["predict", "classify", "--model", run, "--data", data], tmp_path / "cache", timeout=900)
+    res = run_cli(["predict", "classify", "--model", run, "--data", data, "--precision", "32-true", "--dtype",
+                   "float32"], tmp_path / "cache", timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
     ours = [json.loads(line) for line in res.stdout.splitlines()]
     texts = [json.loads(line)["text"] for line in data.read_text().splitlines()]
