@@ -15,8 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lightft.cli.main import main
-from tests.tiny_run import REPO, make_tiny_model, needs_lora, write_classify_jsonl
+from tests.tiny_run import REPO, SLOW_CLI, make_tiny_model, needs_lora, run_in_process, write_classify_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -34,29 +33,6 @@ def train_args(d: Path, out: Path, mode: str, *extra: str) -> list[str]:
             str(d / "val.jsonl"), "--out", str(out), mode, "--batch-size", "4", "--epochs", "3",
             "--checkpoint-every", "5", "--val-every", "7", "--threads", "1", "--no-progress", "--log-every", "1",
             "--lr", "1e-3", *extra]
-
-
-def run_in_process(args: list[str], cache: Path, monkeypatch) -> None:
-    monkeypatch.setenv("LIGHTFT_CACHE", str(cache))
-    threads = torch.get_num_threads()
-    try:
-        main(args)
-    finally:
-        torch.set_num_threads(threads)
-
-
-# The killed run: the real CLI in a subprocess, each training step slowed down so the kill lands mid-run.
-SLOW_CLI = """
-import sys, time
-import lightft.tasks.module as m
-step = m.TaskModule.training_step
-def slow(self, batch, batch_idx):
-    time.sleep(0.05)
-    return step(self, batch, batch_idx)
-m.TaskModule.training_step = slow
-from lightft.cli.main import main
-main(sys.argv[1:])
-"""
 
 
 @pytest.mark.parametrize("mode", ["--full", pytest.param("--lora", marks=[pytest.mark.slow, needs_lora])])

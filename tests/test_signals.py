@@ -20,20 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lightft.cli.main import main
-from tests.tiny_run import REPO, make_tiny_model, write_classify_jsonl
+from tests.tiny_run import REPO, SLOW_CLI, make_tiny_model, run_in_process, write_classify_jsonl
 
-SLOW_CLI = """
-import sys, time
-import lightft.tasks.module as m
-step = m.TaskModule.training_step
-def slow(self, batch, batch_idx):
-    time.sleep(0.05)
-    return step(self, batch, batch_idx)
-m.TaskModule.training_step = slow
-from lightft.cli.main import main
-main(sys.argv[1:])
-"""
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +37,6 @@ def train_args(d: Path, out: Path, *extra: str) -> list[str]:
     return ["train", "classify", "--model", str(d / "bert"), "--train", str(d / "train.jsonl"), "--val",
             str(d / "val.jsonl"), "--out", str(out), "--full", "--batch-size", "4", "--epochs", "2",
             "--checkpoint-every", "5", "--threads", "1", "--no-progress", "--lr", "1e-3", *extra]
-
-
-def in_process(args: list[str], cache: Path, monkeypatch) -> None:
-    monkeypatch.setenv("LIGHTFT_CACHE", str(cache))
-    threads = torch.get_num_threads()
-    try:
-        main(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def same_weights(a: Path, b: Path) -> None:
@@ -86,7 +65,7 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
 def test_a_signal_saves_a_checkpoint_exits_non_zero_and_resume_is_exact(setup, tmp_path, monkeypatch, sig, code,
                                                                          accum):
     d, cache = setup, tmp_path / "cache"
-    in_process(train_args(d, tmp_path / "ref", "--grad-accum", accum), cache, monkeypatch)
+    run_in_process(train_args(d, tmp_path / "ref", "--grad-accum", accum), cache, monkeypatch)
     out = tmp_path / "stopped"
     proc = start_slow(train_args(d, out, "--grad-accum", accum), cache)
     wait_for(out / "checkpoints" / "last.ckpt", proc)
@@ -103,7 +82,7 @@ def test_a_signal_saves_a_checkpoint_exits_non_zero_and_resume_is_exact(setup, t
     assert json.loads((out / "run.json").read_text())["status"] == "training"
     command = last_line.split("continue with: ")[1]
     assert command.endswith(" --resume") and "--overwrite" not in command
-    in_process(shlex.split(command)[1:], cache, monkeypatch)  # the printed command, as a user would run it
+    run_in_process(shlex.split(command)[1:], cache, monkeypatch)  # the printed command, as a user would run it
     same_weights(tmp_path / "ref", out)
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
 
@@ -116,7 +95,7 @@ def reference(setup: Path, tmp_path_factory, extra: tuple[str, ...]) -> Path:
     if extra not in REFERENCES:
         out = tmp_path_factory.mktemp("ref") / "run"
         with pytest.MonkeyPatch.context() as mp:
-            in_process(train_args(setup, out, *extra), setup / "cache", mp)
+            run_in_process(train_args(setup, out, *extra), setup / "cache", mp)
         REFERENCES[extra] = out
     return REFERENCES[extra]
 
@@ -148,11 +127,11 @@ def test_a_signal_in_any_step_resumes_exactly(setup, tmp_path_factory, tmp_path,
     out, args = tmp_path / "stopped", train_args(setup, tmp_path / "stopped", *extra)
     monkeypatch.setattr(m.TaskModule, "training_step", signalled)
     with pytest.raises(SystemExit) as stop:
-        in_process(args, setup / "cache", monkeypatch)
+        run_in_process(args, setup / "cache", monkeypatch)
     assert stop.value.code == 143
     monkeypatch.setattr(m.TaskModule, "training_step", real)
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
-    in_process([*args, "--resume"], setup / "cache", monkeypatch)
+    run_in_process([*args, "--resume"], setup / "cache", monkeypatch)
     same_weights(ref, out)
 
 
@@ -165,7 +144,7 @@ def test_slurm_requeue_signal_checkpoints_requeues_and_the_rerun_continues(setup
     """Lightning's SLURM auto-requeue: SIGUSR1 (--requeue-signal) saves, runs `scontrol requeue JOB`; the
     requeued job runs the same command line (here with --overwrite, which must not wipe the run)."""
     d, cache = setup, tmp_path / "cache"
-    in_process(train_args(d, tmp_path / "ref"), cache, monkeypatch)
+    run_in_process(train_args(d, tmp_path / "ref"), cache, monkeypatch)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(FAKE_SCONTROL)
@@ -187,7 +166,7 @@ def test_slurm_requeue_signal_checkpoints_requeues_and_the_rerun_continues(setup
 
     for k, v in slurm.items():  # the requeued job: same job id, same command line
         monkeypatch.setenv(k, v)
-    in_process(args, cache, monkeypatch)
+    run_in_process(args, cache, monkeypatch)
     same_weights(tmp_path / "ref", out)
     assert len(json.loads((out / "run.json").read_text())["resumed"]) == 1
 
@@ -196,7 +175,7 @@ def test_a_crash_mid_fit_leaves_a_run_that_resume_restarts(setup, tmp_path, monk
     import lightft.tasks.module as m
 
     d, cache = setup, tmp_path / "cache"
-    in_process(train_args(d, tmp_path / "ref"), cache, monkeypatch)
+    run_in_process(train_args(d, tmp_path / "ref"), cache, monkeypatch)
     out = tmp_path / "crashed"
     step = m.TaskModule.training_step
 
@@ -207,15 +186,15 @@ def test_a_crash_mid_fit_leaves_a_run_that_resume_restarts(setup, tmp_path, monk
 
     monkeypatch.setattr(m.TaskModule, "training_step", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        in_process(train_args(d, out), cache, monkeypatch)
+        run_in_process(train_args(d, out), cache, monkeypatch)
     monkeypatch.setattr(m.TaskModule, "training_step", step)
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
-        in_process(train_args(d, out), cache, monkeypatch)
+        run_in_process(train_args(d, out), cache, monkeypatch)
     assert stop.value.code == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "holds an unfinished run (stopped before its first checkpoint)" in line and "add --resume" in line, line
-    in_process(train_args(d, out, "--resume"), cache, monkeypatch)  # the hint works: it trains from step 0
+    run_in_process(train_args(d, out, "--resume"), cache, monkeypatch)  # the hint works: it trains from step 0
     assert "training again from step 0" in capsys.readouterr().err
     same_weights(tmp_path / "ref", out)
 
@@ -228,7 +207,7 @@ def test_a_second_training_on_the_same_out_fails_at_once_naming_the_first(setup,
         wait_for(tmp_path / ".shared.lightft-lock", first)
         time.sleep(0.5)  # its details are written just after the lock is taken
         with pytest.raises(SystemExit) as stop:
-            in_process(train_args(d, out), cache, monkeypatch)
+            run_in_process(train_args(d, out), cache, monkeypatch)
         assert stop.value.code == 2
         line = capsys.readouterr().err.strip().splitlines()[-1]
         assert f"another lightft process is writing it (pid {first.pid} on " in line, line

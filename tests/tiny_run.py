@@ -69,3 +69,33 @@ def lora_available() -> bool:
 
 
 needs_lora = pytest.mark.skipif(not lora_available(), reason="lightft.lora is not on this branch yet")
+
+
+# The real CLI for a subprocess, each training step slowed down so that a kill or signal lands mid-run
+# (tests/test_resume.py, tests/test_signals.py).
+SLOW_CLI = """
+import sys, time
+import lightft.tasks.module as m
+step = m.TaskModule.training_step
+def slow(self, batch, batch_idx):
+    time.sleep(0.05)
+    return step(self, batch, batch_idx)
+m.TaskModule.training_step = slow
+from lightft.cli.main import main
+main(sys.argv[1:])
+"""
+
+
+def run_in_process(args: list[str], cache: Path, monkeypatch) -> None:
+    """The CLI in this process with its own cache folder; torch's thread count is put back after
+    (--threads changes it for the whole process)."""
+    import torch
+
+    from lightft.cli.main import main
+
+    monkeypatch.setenv("LIGHTFT_CACHE", str(cache))
+    threads = torch.get_num_threads()
+    try:
+        main(args)
+    finally:
+        torch.set_num_threads(threads)
