@@ -31,7 +31,6 @@ when k = 1).
 from __future__ import annotations
 
 import json
-import os
 import random
 import statistics
 import sys
@@ -44,6 +43,7 @@ import torch
 
 from lightft.errors import LightftError
 from lightft.generate import SamplingOptions, eos_ids, generate_ids, generate_text, load_for_generation
+from lightft.runs.safe_output import check_output_file, write_output_file
 from lightft.tasks.qa_metrics import exact_match  # SQuAD-normalised, as the QA task scores
 
 TEMPLATES = {"qa": "Q: {question}\nA: {answer}", "terse": "Q: {question}\nA: The answer is {answer}"}
@@ -216,13 +216,6 @@ def summary(k: int, accs: list[float], parts: list[dict[str, float]]) -> dict[st
     return out
 
 
-def write_jsonl_atomic(path: str, records: list[dict[str, Any]]) -> None:
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    os.replace(tmp, path)
-
-
 def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, pool_file: Optional[str] = None,
                 template: str = "qa", limit: Optional[int] = None, max_new_tokens: int = 16,
                 batch_size: int = 8, dtype: str = "float32", seed: int = 0, select: str = "random",
@@ -234,8 +227,8 @@ def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, poo
         raise LightftError("--seeds must be >= 1 and --shots non-negative")
     if select not in SELECTIONS:
         raise LightftError(f"--select {select!r}: choose one of {', '.join(SELECTIONS)}")
-    if predictions_out and not Path(predictions_out).parent.is_dir():
-        raise LightftError(f"--predictions-out {predictions_out}: its folder does not exist")
+    if predictions_out:  # checked before the model loads, like every output (the CLI adds its other inputs)
+        check_output_file(predictions_out, "--predictions-out", [data, pool_file, model_dir])
     items = read_items(data)
     pool = read_items(pool_file) if pool_file else items
     if limit:
@@ -267,7 +260,8 @@ def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, poo
             print(f"[fewshot] {k}-shot seed {s}: accuracy {acc:.4f}  e.g. {shown}", file=sys.stderr)
         results.append(summary(k, accs, parts))
     if predictions_out:
-        write_jsonl_atomic(predictions_out, predictions)
+        write_output_file(Path(predictions_out), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions),
+                          "--predictions-out")  # locked, beside, renamed when complete
     return {"model": model_dir, "data": data, "pool": pool_file or data, "items": len(items), "seeds": seeds,
             "select": select, "template": template, "calibrate": calibrate, "results": results,
             "seconds": round(time.perf_counter() - start, 1)}
