@@ -10,8 +10,8 @@ for the LoRA workload. Tokenisation is part of the script, as in the guides, fro
 lightft reads (the parent writes them: chat prompts are rendered with the model's own template).
 
 It writes RESULT.json: real (non-padding) training tokens, training seconds (`trainer.train()`, with
-its evaluation and checkpoints), steps, and the final metric (eval loss; accuracy; for NER the
-predicted tags, which the parent scores with the same entity F1 as lightft).
+its evaluation and checkpoints), steps, and the metric of the model the Trainer keeps (the best evaluation by
+accuracy, entity F1 -- lightft's own seqeval-semantics scorer -- or loss, as lightft picks its best checkpoint).
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+# task -> (the metric that picks the model the Trainer keeps, greater is better): lightft's choice per task
+BEST = {"classify": ("accuracy", True), "ner": ("f1", True), "instruct": ("loss", False)}
 
 
 def tokenise(spec: dict[str, Any], tok: Any, rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
@@ -88,24 +91,28 @@ def main(spec_file: str) -> None:
     tok = AutoTokenizer.from_pretrained(spec["model"])
     model, collator = model_and_collator(spec, tok, names, torch.bfloat16 if bf16 and spec["lora"] else torch.float32)
     train_set, val_set = tokenise(spec, tok, train_rows, names), tokenise(spec, tok, val_rows, names)
-    stash: dict[str, Any] = {}
+    gold_tags = [r["tags"] for r in val_rows] if task == "ner" else []
 
     def compute_metrics(pred: Any) -> dict[str, float]:
         ids, gold = torch.as_tensor(pred.predictions), torch.as_tensor(pred.label_ids)
         if task == "classify":
             return {"accuracy": float((ids == gold).float().mean())}
-        stash["tags"] = [[names[int(p)] for p, g in zip(row_p, row_g) if g != -100] for row_p, row_g in zip(ids, gold)]
-        return {}
+        from lightft.tasks.ner import EntityF1  # the same entity F1 as lightft's
+
+        tags = [[names[int(p)] for p, g in zip(row_p, row_g) if g != -100] for row_p, row_g in zip(ids, gold)]
+        f1 = EntityF1()
+        f1.update([p + ["O"] * (len(g) - len(p)) for p, g in zip(tags, gold_tags)], gold_tags)
+        return {"f1": float(f1.compute()["f1"])}
 
     steps_per_epoch = -(-len(train_set) // spec["batch_size"])
     args = TrainingArguments(
         output_dir=spec["out"], per_device_train_batch_size=spec["batch_size"],
         per_device_eval_batch_size=2 * spec["batch_size"], num_train_epochs=spec["epochs"],
         learning_rate=spec["lr"], weight_decay=0.01, lr_scheduler_type="linear", max_grad_norm=1.0,
-        warmup_steps=int(round(0.06 * steps_per_epoch * spec["epochs"])), seed=spec["seed"],
+        warmup_steps=int(round(spec.get("warmup", 0.06) * steps_per_epoch * spec["epochs"])), seed=spec["seed"],
         bf16=bf16, optim="adamw_torch_fused", train_sampling_strategy="group_by_length",
         eval_strategy="epoch", save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
-        metric_for_best_model="accuracy" if task == "classify" else "loss",
+        metric_for_best_model=BEST[task][0], greater_is_better=BEST[task][1],
         include_num_input_tokens_seen="non_padding", logging_steps=10, report_to="none",
         use_cpu=spec["device"] == "cpu", dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set, data_collator=collator,
@@ -119,9 +126,11 @@ def main(spec_file: str) -> None:
     seconds = time.perf_counter() - start
     trainer.save_model(str(Path(spec["out"]) / "final"))
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    key, higher = BEST[task]
+    best = (max if higher else min)(evals, key=lambda h: h["eval_" + key]) if evals else {}
     result = {"train_seconds": round(seconds, 2), "train_tokens": int(trainer.state.num_input_tokens_seen),
-              "steps": trainer.state.global_step, "eval_loss": evals[-1]["eval_loss"] if evals else None,
-              "accuracy": evals[-1].get("eval_accuracy") if evals else None, "tags": stash.get("tags"),
+              "steps": trainer.state.global_step, "eval_loss": best.get("eval_loss"),
+              "accuracy": best.get("eval_accuracy"), "f1": best.get("eval_f1"), "best_epoch": best.get("epoch"),
               "cuda_peak_bytes": torch.cuda.max_memory_allocated() if spec["device"] == "cuda" else None}
     Path(spec["result"]).write_text(json.dumps(result))
 

@@ -45,18 +45,20 @@ from common import ROOT as REPO, SHARED_DATA, machine_info, minilm_dir, smollm2_
 WORKLOADS: dict[str, dict[str, Any]] = {
     "alpaca": dict(task="instruct", model="smollm2", train="alpaca/train.json", val="alpaca/validation.json",
                    limit_train=256, limit_val=64, batch_size=8, max_length=512, epochs=1, lr=2e-4, lora=True,
-                   lora_targets="q,v", lora_modules=["q_proj", "v_proj"], metric="val_loss"),
+                   lora_targets="q,v", lora_modules=["q_proj", "v_proj"], metric="val_loss", warmup=0.06),
     "sst2": dict(task="classify", model="minilm", train="sst2/train.jsonl", val="sst2/validation.jsonl",
                  limit_train=2000, limit_val=500, batch_size=32, max_length=128, epochs=1, lr=1e-4, lora=False,
-                 metric="val_accuracy"),
+                 metric="val_accuracy", warmup=0.06),
     "conll": dict(task="ner", model="minilm", train="conll2003/train.txt", val="conll2003/valid.txt",
                   limit_train=2000, limit_val=500, batch_size=32, max_length=128, epochs=1, lr=1e-4, lora=False,
-                  metric="val_f1"),
+                  metric="val_f1", warmup=0.06),
 }
 DATA = Path(os.environ.get("LIGHTFT_DATA", SHARED_DATA))  # the shared data sets (--data)
 # --smoke / --tiny: 32 training sentences are the fewest of CoNLL's that hold every tag of its first 8 validation
 # ones (lightft refuses a validation tag it never trained on)
 SMOKE = dict(limit_train=32, limit_val=8)
+OVERRIDES = {"limit_train": int, "limit_val": int, "batch_size": int, "max_length": int, "epochs": int, "lr": float,
+             "warmup": float}  # settings both sides take
 TINY = dict(SMOKE, batch_size=4, max_length=64)
 LORA = dict(lora_r=8, lora_alpha=16.0, lora_dropout=0.05)
 
@@ -150,12 +152,14 @@ def lightft_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Pat
     cmd = [sys.executable, "-m", "lightft", "train", w["task"], "--model", str(model),
            "--train", str(DATA / w["train"]), "--val", str(DATA / w["val"]),
            "--limit-train", w["limit_train"], "--limit-val", w["limit_val"], "--batch-size", w["batch_size"],
-           "--max-length", w["max_length"], "--epochs", w["epochs"], "--lr", w["lr"], "--threads", a.threads,
+           "--max-length", w["max_length"], "--epochs", w["epochs"], "--lr", w["lr"], "--warmup", w["warmup"],
+           "--threads", a.threads,
            "--seed", a.seed, "--no-progress", "--out", run / "lightft"]
     cmd += (["--lora-targets", w["lora_targets"]] + [x for k, v in LORA.items() for x in ("--" + k.replace("_", "-"), v)]
             if w["lora"] else ["--full"])
     cmd += {"auto": [], "bf16": ["--precision", "bf16-mixed"], "fp32": ["--precision", "32-true"]}[a.precision]
     cmd += ["--accelerator", "gpu"] if a.device == "cuda" else []
+    cmd += ["--config", str(Path(a.lightft_config).resolve())] if a.lightft_config else []
     # --lightft-src: another checkout's lightft (`python -m` puts the working folder first on sys.path)
     src = Path(a.lightft_src) if a.lightft_src else REPO
     seconds, rss = run_process([str(c) for c in cmd], {**env, "PYTHONPATH": str(src)}, run / "lightft.log", cwd=src)
@@ -175,14 +179,7 @@ def trainer_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Pat
     seconds, rss = run_process([sys.executable, str(Path(__file__).with_name("e2e_trainer.py")),
                                 str(run / "spec.json")], env, run / "trainer.log")
     r = json.loads((run / "trainer.json").read_text())
-    metric = {"val_loss": r["eval_loss"], "val_accuracy": r["accuracy"]}.get(w["metric"])
-    if w["metric"] == "val_f1":
-        from lightft.tasks.ner import EntityF1  # the same entity F1 as lightft's, on the Trainer's tags
-
-        gold = [json.loads(line)["tags"] for line in files[1].read_text().splitlines()]
-        f1 = EntityF1()
-        f1.update([p + ["O"] * (len(g) - len(p)) for p, g in zip(r["tags"], gold)], gold)
-        metric = float(f1.compute()["f1"])
+    metric = {"val_loss": r["eval_loss"], "val_accuracy": r["accuracy"], "val_f1": r["f1"]}[w["metric"]]
     return {"process_s": seconds, "rss": rss, "tokens": r["train_tokens"], "train_s": r["train_seconds"],
             "metric": metric, "cuda_peak_bytes": r.get("cuda_peak_bytes")}
 
@@ -234,8 +231,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="tiny random models and a few examples (checks the script)")
     p.add_argument("--smoke", action="store_true", help="the real models and settings on 32 training / 8 validation "
                    "examples per workload (checks the real-model paths in a few minutes; not a measurement)")
-    for key in ("limit_train", "limit_val", "batch_size", "max_length", "epochs"):
-        p.add_argument("--" + key.replace("_", "-"), type=int, help="override every workload's value")
+    for key, kind in OVERRIDES.items():
+        p.add_argument("--" + key.replace("_", "-"), type=kind, help="override every workload's value (both sides)")
+    p.add_argument("--lightft-config", help="a recipe's TOML (e.g. scripts/sst2-full.toml): its lr, warmup, epochs, "
+                   "batch_size and max_length set both sides (flags above win), the rest (pooling, grouping...) goes "
+                   "to lightft as --config")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per side (default: all cores)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="auto: lightft without precision flags, the Trainer bf16 where lightft resolves bf16")
@@ -271,13 +271,17 @@ def main(argv: list[str] | None = None) -> None:
               "load_start": os.getloadavg()[0], "precision": lightft_precision, "trainer_bf16": bf16,
               "lightft_src": a.lightft_src}
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
+    recipe: dict[str, Any] = {}
+    if a.lightft_config:  # the settings both sides share come from the recipe
+        import tomllib
+
+        recipe = {k: v for k, v in tomllib.loads(Path(a.lightft_config).read_text()).items() if k in OVERRIDES}
     results = []
     try:
         for rnd in range(a.rounds):
             for name in names:
                 w = {**WORKLOADS[name], **(TINY if a.tiny else SMOKE if a.smoke else {}),
-                     **{k: getattr(a, k) for k in ("limit_train", "limit_val", "batch_size", "max_length", "epochs")
-                        if getattr(a, k) is not None}}
+                     **recipe, **{k: getattr(a, k) for k in OVERRIDES if getattr(a, k) is not None}}
                 run = root / f"{name}-round{rnd + 1}"
                 shutil.rmtree(run, ignore_errors=True)
                 run.mkdir(parents=True)

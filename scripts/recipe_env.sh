@@ -32,11 +32,11 @@ PY
 
 # bf16 only where the CPU multiplies it natively (AMX); elsewhere it is emulated and slower than fp32.
 if grep -q amx_bf16 /proc/cpuinfo 2>/dev/null; then HAS_AMX=1; else HAS_AMX=0; fi
-ENCODER_PRECISION=()   # full fine-tuning of MiniLM: fp32 weights under bf16 autocast
+ENCODER_PRECISION=()   # full fine-tuning of MiniLM: lightft's --precision auto (bf16 autocast over fp32 weights
+                       # on these CPUs, fp32 elsewhere); kept as a hook for a recipe run with other flags
 DECODER_PRECISION=()   # SmolLM2 + LoRA: bf16 weights and adapters (what benchmarks/RESULTS.md measured)
 INFER_DTYPE=()         # generation and few-shot: bf16 weights packed for oneDNN
 if [[ $HAS_AMX == 1 ]]; then
-  ENCODER_PRECISION=(--precision bf16-mixed)
   DECODER_PRECISION=(--precision bf16-true)
   INFER_DTYPE=(--dtype bfloat16)
 fi
