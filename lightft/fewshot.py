@@ -22,10 +22,23 @@ first tokens the one with the highest p(token | prompt) / p(token | N/A prompt) 
 decoding continues greedily from it. It removes a bias towards answers the demonstrations make
 likely whatever the question is (e.g. the last demonstration's answer).
 
-The answer is the greedy continuation up to the first newline, stripped; it is scored by SQuAD-normalised
-exact match (lower case, punctuation and articles dropped) against any of `answers`, so trailing
-punctuation ("Kabul.") never costs a point. 0-shot has no randomness and runs once (nearest too
-when k = 1).
+`answers` says how the model answers:
+
+- generate (default): the greedy continuation up to the first newline, stripped, scored by
+  SQuAD-normalised exact match (lower case, punctuation and articles dropped) against any of
+  `answers`, so trailing punctuation ("Kabul.") never costs a point. Open-ended: the model may
+  answer anything.
+- choose: a closed-set (multiple-choice) reading of the same prompts, as evaluation harnesses score
+  classification-like tasks. The options of an item are the first answers of every item of the
+  data and the pool with its `relation` (all the capitals, or all the currencies; without the
+  field, every answer); the model picks the option whose continuation (the answer and the newline
+  that ends it) has the highest log-probability after the prompt. The correct answer is always
+  among the options, so this measures what the model knows, not whether it says it in the right
+  form: a small model that writes "Belarus" for the capital of Belarus may still rank "Minsk" above
+  the other capitals. With `calibrate`, each option's log-probability under the content-free prompt
+  is subtracted (Zhao et al.'s calibration, over whole options).
+
+0-shot has no randomness and runs once (nearest too when k = 1).
 """
 
 from __future__ import annotations
@@ -43,11 +56,14 @@ import torch
 
 from lightft.errors import LightftError
 from lightft.generate import SamplingOptions, eos_ids, generate_ids, generate_text, load_for_generation
+from lightft.model import KVCache
 from lightft.runs.safe_output import check_output_file, write_output_file
 from lightft.tasks.qa_metrics import exact_match  # SQuAD-normalised, as the QA task scores
 
 TEMPLATES = {"qa": "Q: {question}\nA: {answer}", "terse": "Q: {question}\nA: The answer is {answer}"}
 SELECTIONS = ("random", "relation", "nearest")
+ANSWER_MODES = ("generate", "choose")
+OPTION_BATCH = 64  # options scored in one forward pass (choose): bounds the (options, tokens, vocab) logits
 SEPARATOR = "\n\n"
 SHOWN = 3  # answers per run echoed on stderr
 CALIBRATION_TOP = 10  # calibration re-ranks only this many likeliest first tokens (rare tokens' ratios are noise)
@@ -175,12 +191,17 @@ def calibrated_generate(model, tokenizer, prompts: list[str], cf_prompts: list[s
 
 
 def score(model, tokenizer, items: list[QAItem], prompts: list[str], max_new_tokens: int,
-          batch_size: int, cf_prompts: Optional[list[str]] = None) -> tuple[float, list[dict[str, Any]]]:
-    """Greedy answers (sorted by prompt length so batches pad little) and their exact-match accuracy."""
+          batch_size: int, cf_prompts: Optional[list[str]] = None, template: str = "",
+          options: Optional[dict[Optional[str], list[str]]] = None) -> tuple[float, list[dict[str, Any]]]:
+    """The answers (greedy, sorted by prompt length so batches pad little; or chosen among `options`) and
+    their exact-match accuracy."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     opts = SamplingOptions(max_new_tokens=max_new_tokens, stop=("\n",))
     sorted_prompts = [prompts[i] for i in order]
-    if cf_prompts is None:
+    if options is not None:
+        outputs = choose(model, tokenizer, template, [items[i] for i in order], sorted_prompts, options,
+                         None if cf_prompts is None else [cf_prompts[i] for i in order])
+    elif cf_prompts is None:
         outputs = [g.text for g in generate_text(model, tokenizer, sorted_prompts, opts, template=None,
                                                  batch_size=batch_size)]
     else:
@@ -197,6 +218,66 @@ def score(model, tokenizer, items: list[QAItem], prompts: list[str], max_new_tok
                         "prompt": prompt, "output": text, "prediction": answer,
                         "correct": bool(exact_match(answer, it.answers))})
     return sum(r["correct"] for r in records) / max(1, len(records)), records
+
+
+def option_sets(items: list[QAItem], pool: list[QAItem]) -> dict[Optional[str], list[str]]:
+    """relation -> the options of its items in choose mode: every first answer of that relation, in file order."""
+    sets: dict[Optional[str], dict[str, None]] = {}
+    for it in [*pool, *items]:
+        sets.setdefault(it.relation, {})[it.answers[0]] = None
+    return {rel: list(answers) for rel, answers in sets.items()}
+
+
+@torch.inference_mode()
+def option_logprobs(model, prompt_ids: list[int], options: list[list[int]]) -> torch.Tensor:
+    """(C,) log p(option | prompt) summed over each option's tokens: the prompt runs once into a KV cache,
+    then the options (right-padded; causal attention keeps the padding out of every real position) in batches."""
+    cfg, P = model.cfg, len(prompt_ids)
+    L = max(len(o) for o in options)
+    if cfg.position == "learned" and P + L > cfg.max_positions:
+        raise LightftError(f"a prompt of {P} tokens and an option of {L} exceed the model's {cfg.max_positions} "
+                           "positions; use fewer --shots or a shorter --template")
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    prefix = KVCache(cfg, 1, P, device, dtype)
+    last = model(torch.tensor([prompt_ids], device=device), cache=prefix, return_logits=False).hidden_states[:, -1:]
+    scores = []
+    for b in range(0, len(options), OPTION_BATCH):
+        chunk = options[b : b + OPTION_BATCH]
+        C = len(chunk)
+        cache = KVCache(cfg, C, P + L, device, dtype)
+        for layer in range(cfg.num_layers):  # the prompt's keys and values, shared by every option
+            cache.keys[layer][:, :, :P] = prefix.keys[layer]
+            cache.values[layer][:, :, :P] = prefix.values[layer]
+        cache.length = P
+        ids = torch.zeros((C, L), dtype=torch.long, device=device)
+        real = torch.zeros((C, L), dtype=torch.bool, device=device)
+        for i, o in enumerate(chunk):
+            ids[i, : len(o)] = torch.as_tensor(o, device=device)
+            real[i, : len(o)] = True
+        hidden = model(ids, cache=cache, return_logits=False).hidden_states  # (C, L, H)
+        # token t of an option is predicted at the position before it: the prompt's last one for t = 0
+        before = torch.cat([last.expand(C, 1, -1), hidden[:, :-1]], dim=1)  # (C, L, H)
+        logp = model.lm_head(before).float().log_softmax(-1)  # (C, L, V)
+        picked = logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)  # (C, L)
+        scores.append((picked * real).sum(-1))
+    return torch.cat(scores)
+
+
+def choose(model, tokenizer, template: str, items: list[QAItem], prompts: list[str],
+           options: dict[Optional[str], list[str]], cf_prompts: Optional[list[str]] = None) -> list[str]:
+    """The option each item's prompt makes likeliest (minus its content-free log-probability with calibration)."""
+    chosen = []
+    for n, (it, prompt) in enumerate(zip(items, prompts)):
+        names = options[it.relation]
+        cue = fill(template, it.question, None)
+        # the text after the prompt for each option: the template's gap, the answer, the line's end
+        tails = [tokenizer.encode(fill(template, it.question, o)[len(cue):] + "\n", add_special_tokens=False)
+                 for o in names]
+        score = option_logprobs(model, encode(tokenizer, prompt), tails)
+        if cf_prompts is not None:
+            score = score - option_logprobs(model, encode(tokenizer, cf_prompts[n]), tails)
+        chosen.append(names[int(score.argmax())])
+    return chosen
 
 
 def by_relation(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -220,13 +301,15 @@ def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, poo
                 template: str = "qa", limit: Optional[int] = None, max_new_tokens: int = 16,
                 batch_size: int = 8, dtype: str = "float32", seed: int = 0, select: str = "random",
                 predictions_out: Optional[str] = None, calibrate: bool = False,
-                kernels: str = "auto") -> dict[str, Any]:
+                kernels: str = "auto", answers: str = "generate") -> dict[str, Any]:
     """Accuracy per number of shots: mean and sample std over `seeds` demonstration draws."""
     template = resolve_template(template)
     if seeds < 1 or any(k < 0 for k in shots):
         raise LightftError("--seeds must be >= 1 and --shots non-negative")
     if select not in SELECTIONS:
         raise LightftError(f"--select {select!r}: choose one of {', '.join(SELECTIONS)}")
+    if answers not in ANSWER_MODES:
+        raise LightftError(f"--answers {answers!r}: choose one of {', '.join(ANSWER_MODES)}")
     if predictions_out:  # checked before the model loads, like every output (the CLI adds its other inputs)
         check_output_file(predictions_out, "--predictions-out", [data, pool_file, model_dir])
     items = read_items(data)
@@ -238,6 +321,7 @@ def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, poo
         if missing is not None:
             raise LightftError(f"--select relation: line {missing.line} of {data if missing in items else pool_file} "
                                "has no 'relation' field; use --select random or nearest")
+    options = option_sets(items, pool) if answers == "choose" else None
     model, tokenizer, _ = load_for_generation(model_dir, dtype, chat=False, kernels=kernels)
     start = time.perf_counter()
     ranked = nearest_order(model, tokenizer, items, pool) if select == "nearest" else [None] * len(items)
@@ -251,7 +335,8 @@ def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, poo
             demos = [choose_demos(pool, k, it, rng, select, r) for it, r in zip(items, ranked)]
             prompts = [build_prompt(template, d, it) for d, it in zip(demos, items)]
             cf_prompts = [build_prompt(template, d, QAItem(CONTENT_FREE, [""], 0)) for d in demos] if calibrate else None
-            acc, records = score(model, tokenizer, items, prompts, max_new_tokens, batch_size, cf_prompts)
+            acc, records = score(model, tokenizer, items, prompts, max_new_tokens, batch_size, cf_prompts, template,
+                                 options)
             accs.append(acc)
             parts.append(by_relation(records))
             predictions += [{"shots": k, "seed": s, **r} for r in records]
@@ -263,7 +348,8 @@ def run_fewshot(model_dir: str, data: str, shots: list[int], seeds: int = 5, poo
         write_output_file(Path(predictions_out), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions),
                           "--predictions-out")  # locked, beside, renamed when complete
     return {"model": model_dir, "data": data, "pool": pool_file or data, "items": len(items), "seeds": seeds,
-            "select": select, "template": template, "calibrate": calibrate, "results": results,
+            "select": select, "template": template, "calibrate": calibrate, "answers": answers,
+            **({"options": {str(k): len(v) for k, v in options.items()}} if options else {}), "results": results,
             "seconds": round(time.perf_counter() - start, 1)}
 
 

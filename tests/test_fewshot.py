@@ -86,3 +86,69 @@ def test_cli_select_calibrate_and_predictions_out(tmp_path, capsys):
     code, _, err = run_cli(["fewshot", "--model", model, "--data", write_lines(tmp_path / "plain.jsonl", [
         {"question": "q", "answer": "a"}] * 3), "--select", "relation", "--shots", "1"], capsys)
     assert code == 2 and "has no 'relation' field" in err
+
+
+def whole_sequence_logprob(lm, prompt: list[int], option: list[int]) -> float:
+    """The reference: prompt and option as one sequence, no cache."""
+    ids = torch.tensor([prompt + option])
+    logp = lm.lm_head(lm(ids, return_logits=False).hidden_states[0]).float().log_softmax(-1)  # (T, V)
+    return float(sum(logp[len(prompt) - 1 + t, tok] for t, tok in enumerate(option)))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_option_logprobs_with_the_shared_cache_equal_whole_sequences(tmp_path, family, monkeypatch):
+    model = tiny_decoder(tmp_path, family)
+    lm, tok, _ = fewshot.load_for_generation(str(model), chat=False, kernels="off")
+    prompt = tok.encode("Q: What is the capital of L3?\nA: The answer is", add_special_tokens=False)
+    options = [tok.encode(t, add_special_tokens=False) for t in (" T3\n", " Tee three\n", " C\n", " a much longer one\n")]
+    monkeypatch.setattr(fewshot, "OPTION_BATCH", 3)  # two batches, the second of one option
+    with torch.inference_mode():
+        got = fewshot.option_logprobs(lm, prompt, options)
+        want = torch.tensor([whole_sequence_logprob(lm, prompt, o) for o in options])
+    assert got.shape == (4,)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_choose_takes_the_likeliest_option_of_the_items_relation(tmp_path, monkeypatch):
+    items = [QAItem("What is the capital of L1?", ["T1"], 1, "capital"),
+             QAItem("What is the currency of L1?", ["C1", "CUR"], 2, "currency")]
+    options = fewshot.option_sets(items, POOL)
+    assert options["capital"] == [f"T{i}" for i in range(6)] and options["currency"] == [f"C{i}" for i in range(6)]
+    seen = []
+
+    def fake(model, prompt_ids, tails):  # favours the option whose tail decodes to " T4\n" / " C1\n"
+        texts = [bytes(t).decode() for t in tails]
+        seen.append(texts)
+        return torch.tensor([1.0 if t in (" T4\n", " C1\n") else 0.0 for t in texts])
+
+    class ByteTokenizer:
+        bos_token = None
+
+        def encode(self, text, add_special_tokens=True):
+            return list(text.encode())
+
+    monkeypatch.setattr(fewshot, "option_logprobs", fake)
+    template = resolve_template("terse")
+    prompts = [build_prompt(template, [], it) for it in items]
+    assert fewshot.choose(None, ByteTokenizer(), template, items, prompts, options) == ["T4", "C1"]
+    assert seen[0] == [f" T{i}\n" for i in range(6)]  # the answer after the cue's space, ended by the newline
+
+
+def test_cli_answers_choose(tmp_path, capsys):
+    model = tiny_decoder(tmp_path, "llama")
+    rows = [{"question": f"What is the {r} of L{i}?", "answer": f"{r[0]}{i}", "relation": r}
+            for r in ("capital", "currency") for i in range(4)]
+    data = write_lines(tmp_path / "qa.jsonl", rows)
+    preds = tmp_path / "preds.jsonl"
+    code, out, err = run_cli(["fewshot", "--model", model, "--data", data, "--shots", "0,2", "--seeds", "2",
+                              "--select", "relation", "--answers", "choose", "--calibrate",
+                              "--predictions-out", preds], capsys)
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["answers"] == "choose" and report["options"] == {"capital": 4, "currency": 4}
+    lines = [json.loads(x) for x in preds.read_text().splitlines()]
+    assert len(lines) == 8 + 2 * 8
+    for r in lines:  # every answer is one of the item's relation's options
+        assert r["prediction"] in {f"{r['relation'][0]}{i}" for i in range(4)}
+    code, _, err = run_cli(["fewshot", "--model", model, "--data", data, "--answers", "vote"], capsys)
+    assert code == 2 and "--answers" in err

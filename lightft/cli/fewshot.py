@@ -66,6 +66,9 @@ def load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]
 @click.option("--calibrate/--no-calibrate", default=False, show_default=True,
               help="Contextual calibration of the first answer token against the same prompt with the question "
                    "replaced by 'N/A' (among the 10 likeliest first tokens).")
+@click.option("--answers", type=click.Choice(["generate", "choose"]), default="generate", show_default=True,
+              help="generate = the greedy answer, exact match; choose = closed set: the option (every answer of the "
+                   "item's relation in --data and --pool) whose continuation the model finds likeliest.")
 @click.option("--limit", type=POSITIVE, help="Evaluate only the first N items.")
 @click.option("--max-new-tokens", default=16, show_default=True, type=POSITIVE)
 @click.option("--batch-size", default=8, show_default=True, type=POSITIVE)
@@ -77,7 +80,8 @@ def load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]
               help="JSONL: every prompt, the model's output, the answer read from it and the verdict, per k and seed.")
 def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Optional[str], template: str,
             limit: Optional[int], max_new_tokens: int, batch_size: int, dtype: str, kernels: Optional[str],
-            metrics_out: Optional[str], predictions_out: Optional[str], select: str, calibrate: bool) -> None:
+            metrics_out: Optional[str], predictions_out: Optional[str], select: str, calibrate: bool,
+            answers: str) -> None:
     """Few-shot accuracy of MODEL on DATA for each number of --shots.
 
     \b
@@ -105,7 +109,7 @@ def command(model: str, data: str, shots: str, seeds: int, seed: int, pool: Opti
     template = template.replace("\\n", "\n")
     report = run_fewshot(resolve_model(model), data, ks, seeds, pool, template, limit, max_new_tokens, batch_size,
                          dtype, seed, select=select, predictions_out=predictions, calibrate=calibrate,
-                         kernels=kernels or "auto")
+                         kernels=kernels or "auto", answers=answers)
     click.echo(table(report), err=True)
     text = json.dumps(report, ensure_ascii=False)
     if out is not None:
