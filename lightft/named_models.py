@@ -91,6 +91,13 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def check_model_value(model: Optional[str]) -> None:
+    """Refuse a --model that is neither a path nor a model name, doing nothing else (no conversion, no torch):
+    commands call it first, so a typo is reported at once."""
+    if not model or (not Path(model).exists() and model not in NAMED_MODELS):
+        resolve_model(model)  # raises the one-line error
+
+
 def resolve_model(model: Optional[str], say: Callable[[str], None] = _stderr,
                   progress: Optional[Callable[[int, int], None]] = None) -> str:
     """A --model value -> a model or run folder: the path itself when it exists, else a named model."""

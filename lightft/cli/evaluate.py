@@ -33,7 +33,9 @@ def make_command(task: str) -> click.Command:
                           + ("." if task in TRAINED_HEAD_TASKS else "; or a model folder or name."),
                           "Data file to evaluate on.", "--metrics-out", "Also write the JSON metrics to this file.")
     def command(model: str, data: str, metrics_out: str | None, untrained_head: bool = False, **values) -> None:
-        from lightft.evaluate import evaluate
+        from lightft.named_models import check_model_value
+
+        check_model_value(model)  # a typo in --model is reported before torch's import
         from lightft.runs.load import chain_inputs
         from lightft.runs.safe_output import check_output_file, write_output_file
 
@@ -41,6 +43,8 @@ def make_command(task: str) -> click.Command:
         model = resolve_model(model)
         check_model_head(task, model, untrained_head)
         opts = resolve_options(values, model=model)
+        from lightft.evaluate import evaluate  # after the checks: a wrong --model fails before Lightning's imports
+
         metrics = evaluate(task, model, data, opts)
         text = json.dumps(metrics)
         if out is not None:

@@ -32,12 +32,12 @@ def make_command(task: str) -> click.Command:
                   help="YAML or TOML file with option keys; flags win.")
     @option_decorators(task_fields(task))
     def command(config_file: str | None, **values) -> None:
+        opts = resolve_options(values, config_file)
+        opts.model = resolve_model(opts.model)  # a wrong --model is reported before Lightning's seconds of imports
         from lightning.pytorch.utilities import rank_zero_only
 
         from lightft.train.run import train
 
-        opts = resolve_options(values, config_file)
-        opts.model = resolve_model(opts.model)
         metrics = train(task, opts, inputs=(config_file,))
         if rank_zero_only.rank == 0:  # one JSON line, however many processes trained
             click.echo(json.dumps(metrics))
