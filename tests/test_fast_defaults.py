@@ -57,6 +57,24 @@ def test_a_resume_keeps_the_recorded_values_of_auto_options(monkeypatch):
     assert (fresh.precision, fresh.dtype, fresh.group_by_length) == ("bf16-mixed", "bfloat16", True)
 
 
+def test_a_requeued_slurm_job_keeps_the_runs_auto_values_on_another_node(monkeypatch, tmp_path):
+    """The requeued job runs its command line again (no --resume) and may land on a node of another kind:
+    the run's recorded precision wins over what "auto" would pick there."""
+    from lightft.train import run
+
+    recorded = {"precision": "bf16-mixed", "dtype": "bfloat16", "group_by_length": True}
+    monkeypatch.setattr(run, "is_run_dir", lambda path: True)
+    monkeypatch.setattr(run, "read_run", lambda path: {"options": recorded, "slurm_job_id": "4242"})
+    monkeypatch.setattr(precision, "cpu_flags", lambda *a: {"avx2"})  # this node: no fast bf16
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    opts = Options(out=str(tmp_path / "run"))
+    assert run.continued_options(opts) == recorded
+    assert resolve_auto("classify", opts, run.continued_options(opts)).precision == "bf16-mixed"
+    monkeypatch.setenv("SLURM_JOB_ID", "999")  # another job writing over the run: not a continuation
+    assert run.continued_options(opts) is None
+    assert resolve_auto("classify", opts, run.continued_options(opts)).precision == "32-true"
+
+
 @pytest.fixture
 def sentiment(tmp_path):
     model = tiny_bert_dir(tmp_path / "bert")

@@ -177,8 +177,7 @@ def train(task: str, opts: Options, inputs: Sequence[Optional[str]] = ()) -> dic
     clock = PhaseClock()
     spec = get_task(task)
     check_train_options(opts)
-    recorded = read_run(opts.out)["options"] if opts.resume and is_run_dir(opts.out) else None
-    opts = resolve_auto(task, opts, recorded)
+    opts = resolve_auto(task, opts, continued_options(opts))
     if opts.threads:
         torch.set_num_threads(opts.threads)
     base_dir = base_model_dir(opts.model)
@@ -257,6 +256,16 @@ def check_positions(base_dir: str, opts: Options, dm: Any) -> None:
         check_max_length(cfg, opts.max_length)  # names --max-length and the limit
         raise LightftError(f"the data holds an example of {longest} tokens; the model's positions allow {limit}; "
                            f"use --max-length {limit} or less")
+
+
+def continued_options(opts: Options) -> Optional[dict[str, Any]]:
+    """The options recorded by the run this command continues (`--resume`, or the requeued SLURM job that
+    wrote it), else None. Their concrete values replace "auto": a requeued job may restart on a node of
+    another kind, and must not switch the run's precision midway."""
+    if not opts.out or not is_run_dir(opts.out):
+        return None
+    info = read_run(opts.out)
+    return info["options"] if opts.resume or requeued_restart(info) else None
 
 
 def plan_run(opts: Options, run_dir: Path, inputs: Sequence[Optional[str]]) -> Options:
