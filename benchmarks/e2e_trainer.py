@@ -91,7 +91,6 @@ def main(spec_file: str) -> None:
     tok = AutoTokenizer.from_pretrained(spec["model"])
     model, collator = model_and_collator(spec, tok, names, torch.bfloat16 if bf16 and spec["lora"] else torch.float32)
     train_set, val_set = tokenise(spec, tok, train_rows, names), tokenise(spec, tok, val_rows, names)
-    gold_tags = [r["tags"] for r in val_rows] if task == "ner" else []
 
     def compute_metrics(pred: Any) -> dict[str, float]:
         ids, gold = torch.as_tensor(pred.predictions), torch.as_tensor(pred.label_ids)
@@ -99,9 +98,12 @@ def main(spec_file: str) -> None:
             return {"accuracy": float((ids == gold).float().mean())}
         from lightft.tasks.ner import EntityF1  # the same entity F1 as lightft's
 
+        # gold tags from the label ids the predictions come with (first sub-word of each word): the Trainer's
+        # evaluation order is not the file's (group_by_length also sorts its evaluation batches)
         tags = [[names[int(p)] for p, g in zip(row_p, row_g) if g != -100] for row_p, row_g in zip(ids, gold)]
+        gold_tags = [[names[int(g)] for g in row_g if g != -100] for row_g in gold]
         f1 = EntityF1()
-        f1.update([p + ["O"] * (len(g) - len(p)) for p, g in zip(tags, gold_tags)], gold_tags)
+        f1.update(tags, gold_tags)
         return {"f1": float(f1.compute()["f1"])}
 
     steps_per_epoch = -(-len(train_set) // spec["batch_size"])
