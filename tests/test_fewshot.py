@@ -64,12 +64,16 @@ def test_calibration_picks_the_first_token_the_prompt_raises_most(tmp_path, monk
     assert texts[0].startswith("B")
 
 
-def test_cli_select_calibrate_and_predictions_out(tmp_path, capsys):
-    model = tiny_decoder(tmp_path, "llama")
+@pytest.fixture
+def relation_items(tmp_path):
+    """A tiny llama, 4 capital + 4 currency questions with their relation, and where predictions go."""
     rows = [{"question": f"What is the {r} of L{i}?", "answer": f"{r[0]}{i}", "relation": r}
             for r in ("capital", "currency") for i in range(4)]
-    data = write_lines(tmp_path / "qa.jsonl", rows)
-    preds = tmp_path / "preds.jsonl"
+    return tiny_decoder(tmp_path, "llama"), write_lines(tmp_path / "qa.jsonl", rows), tmp_path / "preds.jsonl"
+
+
+def test_cli_select_calibrate_and_predictions_out(tmp_path, capsys, relation_items):
+    model, data, preds = relation_items
     code, out, err = run_cli(["fewshot", "--model", model, "--data", data, "--shots", "0,2", "--seeds", "2",
                               "--select", "relation", "--template", "terse", "--calibrate", "--max-new-tokens", "3",
                               "--predictions-out", preds], capsys)
@@ -134,12 +138,8 @@ def test_choose_takes_the_likeliest_option_of_the_items_relation(tmp_path, monke
     assert seen[0] == [f" T{i}\n" for i in range(6)]  # the answer after the cue's space, ended by the newline
 
 
-def test_cli_answers_choose(tmp_path, capsys):
-    model = tiny_decoder(tmp_path, "llama")
-    rows = [{"question": f"What is the {r} of L{i}?", "answer": f"{r[0]}{i}", "relation": r}
-            for r in ("capital", "currency") for i in range(4)]
-    data = write_lines(tmp_path / "qa.jsonl", rows)
-    preds = tmp_path / "preds.jsonl"
+def test_cli_answers_choose(capsys, relation_items):
+    model, data, preds = relation_items
     code, out, err = run_cli(["fewshot", "--model", model, "--data", data, "--shots", "0,2", "--seeds", "2",
                               "--select", "relation", "--answers", "choose", "--calibrate",
                               "--predictions-out", preds], capsys)
