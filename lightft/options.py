@@ -113,6 +113,9 @@ class OptimOptions(OptionGroup):
     lr: Optional[float] = opt(None, "Peak learning rate (default 2e-4 with LoRA, 5e-5 full).", resume=True, gt=0)
     head_lr: Optional[float] = opt(None, "Learning rate of the freshly initialised task head (default: --lr).",
                                    resume=True, gt=0)
+    layer_lr_decay: float = opt(1.0, "Layer-wise lr decay d: block i of L trains at lr * d^(L - i), the "
+                                "embeddings at lr * d^(L + 1), the head at --lr (1: off; 0.8-0.95 is usual).",
+                                resume=True, gt=0, le=1)
     weight_decay: float = opt(0.01, "AdamW weight decay (never applied to norms and biases).", resume=True, ge=0)
     warmup: float = opt(0.06, "Warm-up: a fraction of all steps (< 1) or a number of steps (>= 1).", resume=True,
                         ge=0)
@@ -162,6 +165,9 @@ class HeadOptions(OptionGroup):
     group: ClassVar[str] = "head"
     tasks: ClassVar[tuple[str, ...]] = ("classify", "ner")
     classifier_dropout: float = opt(0.1, "Dropout before the classification head.", resume=True, ge=0, lt=1)
+    label_smoothing: float = opt(0.0, "Label smoothing of the training loss: the target puts this much "
+                                 "probability evenly on all labels (validation loss stays plain).", resume=True,
+                                 ge=0, lt=1)
 
 
 @dataclass

@@ -47,7 +47,8 @@ class ClassificationModule(TaskModule):
         return {"logits": self.head(pooled)}
 
     def loss(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(out["logits"].float(), batch["labels"], ignore_index=-100)
+        return F.cross_entropy(out["logits"].float(), batch["labels"], ignore_index=-100,
+                               label_smoothing=self.label_smoothing)
 
     def update_metrics(self, stage: str, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> None:
         keep = batch["labels"] != -100

@@ -57,6 +57,11 @@ class TaskModule(L.LightningModule):
         raise NotImplementedError
 
     @property
+    def label_smoothing(self) -> float:
+        """--label-smoothing while training; 0 otherwise, so validation loss stays comparable across runs."""
+        return self.opts.label_smoothing if self.training else 0.0
+
+    @property
     def runs_lm_head(self) -> bool:
         """Whether a training step runs the backbone's LM head (model FLOPs count it only then).
 
@@ -110,7 +115,8 @@ class TaskModule(L.LightningModule):
     # --- optimiser and checkpoints ------------------------------------------------------------
     def configure_optimizers(self):
         steps = int(self.trainer.estimated_stepping_batches)
-        return build_optimizer(self, OptimOptions.of(self.opts), self.opts.resolved_lr(), max(1, steps), head_names={"head"})
+        return build_optimizer(self, OptimOptions.of(self.opts), self.opts.resolved_lr(), max(1, steps),
+                               head_names={"head"}, num_layers=self.backbone.cfg.num_layers)
 
     def any_rank(self, flag: Any) -> bool:
         """True if `flag` holds on any rank, decided together (collective when a Trainer runs several)."""

@@ -75,7 +75,8 @@ class NerModule(TaskModule):
 
     def loss(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = out["logits"].float()
-        return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+        return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
+                               label_smoothing=self.label_smoothing)
 
     def word_tags(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> list[list[str]]:
         """Predicted tag per word (from its first sub-word); words cut by --max-length are `O`."""

@@ -11,19 +11,45 @@ from torch import nn
 from lightft.options import OptimOptions
 
 
+def layer_depth(name: str, num_layers: int) -> int:
+    """How far from the input a parameter sits: 0 for the embeddings, i + 1 for transformer block i, and
+    num_layers + 1 for everything after the blocks (final norm, pooler, LM head, task head).
+
+    `name` is a task module's parameter name ("backbone.layers.3.attn.q_proj.lora_A", ...); wrappers that
+    FSDP or activation checkpointing insert into it are skipped.
+    """
+    parts = [p for p in name.split(".") if p not in ("_fsdp_wrapped_module", "_checkpoint_wrapped_module")]
+    if "layers" in parts:
+        i = parts.index("layers")
+        if i + 1 < len(parts) and parts[i + 1].isdigit():
+            return int(parts[i + 1]) + 1
+    if any(p.startswith("embed_") for p in parts):
+        return 0
+    return num_layers + 1
+
+
 def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float, lr: float,
-                     head_names: set[str] = frozenset(), head_lr: float | None = None) -> list[dict]:
-    """Decay matrices only: norms, biases (1-D) and embeddings-as-vectors get no weight decay."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+                     head_names: set[str] = frozenset(), head_lr: float | None = None,
+                     layer_lr_decay: float = 1.0, num_layers: int = 0) -> list[dict]:
+    """AdamW groups. Decay matrices only: norms, biases (1-D) and embeddings-as-vectors get no weight decay.
+
+    The task head trains at `head_lr` (default `lr`). With `layer_lr_decay` d < 1 (layer-wise lr decay,
+    as in ELECTRA / BEiT fine-tuning), a parameter at `layer_depth` k of a `num_layers`-block backbone
+    trains at lr * d^(num_layers + 1 - k): the blocks near the output move most, the embeddings least,
+    so the general features of the lower layers survive a small task's updates.
+    """
+    groups: dict[tuple[bool, bool, int], list[nn.Parameter]] = {}
     for name, p in named:
         if not p.requires_grad:
             continue
         is_head = name.split(".")[0] in head_names
-        groups.setdefault((p.ndim >= 2, is_head), []).append(p)
+        depth = num_layers + 1 if is_head or layer_lr_decay == 1.0 else layer_depth(name, num_layers)
+        groups.setdefault((p.ndim >= 2, is_head, depth), []).append(p)
     out = []
-    for (decay, is_head), params in groups.items():
+    for (decay, is_head, depth), params in groups.items():
+        scale = layer_lr_decay ** (num_layers + 1 - depth)
         out.append({"params": params, "weight_decay": weight_decay if decay else 0.0,
-                    "lr": (head_lr or lr) if is_head else lr})
+                    "lr": (head_lr or lr) if is_head else lr * scale})
     return out
 
 
@@ -44,10 +70,12 @@ def lr_lambda(total_steps: int, warmup: float, schedule: str):
     return f
 
 
-def build_optimizer(module: nn.Module, opts: OptimOptions, lr: float, total_steps: int, head_names: set[str]):
-    """AdamW at peak `lr` over the trainable parameters (see parameter_groups), with the warm-up / decay
-    schedule of `opts`."""
-    groups = parameter_groups(module.named_parameters(), opts.weight_decay, lr, head_names, opts.head_lr)
+def build_optimizer(module: nn.Module, opts: OptimOptions, lr: float, total_steps: int, head_names: set[str],
+                    num_layers: int = 0):
+    """AdamW at peak `lr` over the trainable parameters (see parameter_groups; `num_layers`: the backbone's
+    blocks, for --layer-lr-decay), with the warm-up / decay schedule of `opts`."""
+    groups = parameter_groups(module.named_parameters(), opts.weight_decay, lr, head_names, opts.head_lr,
+                              opts.layer_lr_decay, num_layers)
     if not groups:
         raise AssertionError("no trainable parameters")
     # The fused AdamW kernel runs on CPU as well as CUDA and is 4-6x faster than the foreach
