@@ -140,6 +140,9 @@ class DataOptions(OptionGroup):
     group_by_length: Optional[bool] = opt(None, "Batch examples of similar length together (less padding; "
                                           "default: on, except for packed rows: lm, instruct --packing).",
                                           resume=True)
+    group_window: int = opt(50, "With length grouping: examples are sorted by length within windows of this "
+                            "many shuffled batches (larger: less padding; smaller: batches mixed more).",
+                            resume=True, ge=1)
     num_workers: int = opt(0, "DataLoader worker processes.", ge=0)
     cache: bool = opt(True, "Cache tokenised data under $LIGHTFT_CACHE (default ~/.cache/lightft).")
     limit_train: Optional[int] = opt(None, "Use only the first N training examples (quick experiments).", resume=True,

@@ -102,3 +102,24 @@ def test_cli_takes_both_options_and_records_them(tmp_path):
     with pytest.raises(SystemExit):
         main(["train", "classify", "--model", str(tmp_path / "m"), "--train", str(tmp_path / "train.jsonl"),
               "--out", str(tmp_path / "run2"), "--layer-lr-decay", "1.5", "--no-progress", "--threads", "1"])
+
+
+def test_group_window_sorts_within_windows_of_that_many_batches():
+    """Every index once; each batch's lengths come from one window's sorted run, so a smaller window leaves
+    more padding (the real lengths over the padded ones fall) and batches more mixed."""
+    from lightft.data.sampler import length_grouped_order
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 60, (640,), generator=g).tolist()
+
+    def real_share(order: list[int]) -> float:
+        batches = [order[i : i + 8] for i in range(0, len(order), 8)]
+        return sum(lengths[i] for i in order) / sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+    shares = {}
+    for window in (1, 4, 80):
+        order = length_grouped_order(lengths, 8, seed=3, window_batches=window)
+        assert sorted(order) == list(range(640))
+        shares[window] = real_share(order)
+    assert shares[1] < shares[4] < shares[80]
+    assert length_grouped_order(lengths, 8, 3) == length_grouped_order(lengths, 8, 3, window_batches=50)

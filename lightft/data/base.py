@@ -257,7 +257,7 @@ class TaskDataModule(L.LightningDataModule):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         if self.opts.group_by_length:
             lengths = [len(e[self.length_key]) for e in data]
-            order_fn = lambda seed: length_grouped_order(lengths, bs * world, seed)  # noqa: E731
+            order_fn = lambda seed: length_grouped_order(lengths, bs * world, seed, self.opts.group_window)  # noqa: E731
         else:
             order_fn = lambda seed: random_order(len(data), seed)  # noqa: E731
         sampler = ResumableSampler(len(data), order_fn, self.opts.seed, num_replicas=world, rank=rank)
