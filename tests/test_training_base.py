@@ -116,6 +116,24 @@ def test_max_steps_shorter_than_an_epoch_validates_and_keeps_the_best(tmp_path, 
     assert not [w for w in recwarn if "could not find the monitored key" in str(w.message)]
 
 
+def test_training_builds_the_model_once(tmp_path, monkeypatch):
+    """One base-model load per run: a second build held two models in memory at once (peak RSS) for nothing."""
+    import lightft.train.run as run
+    from tests.tiny_run import make_tiny_model, write_classify_jsonl
+
+    from lightft.cli.main import main
+
+    built = []
+    real = run.build_module
+    monkeypatch.setattr(run, "build_module", lambda *a, **k: built.append(1) or real(*a, **k))
+    make_tiny_model(tmp_path / "m")
+    write_classify_jsonl(tmp_path / "train.jsonl", 16)
+    main(["train", "classify", "--model", str(tmp_path / "m"), "--train", str(tmp_path / "train.jsonl"),
+          "--out", str(tmp_path / "run"), "--max-steps", "1", "--batch-size", "4", "--no-progress", "--no-cache",
+          "--threads", "1"])
+    assert len(built) == 1
+
+
 def test_progress_total_counts_the_steps_max_steps_leaves():
     from types import SimpleNamespace
 

@@ -217,10 +217,6 @@ def train(task: str, opts: Options, inputs: Sequence[Optional[str]] = ()) -> dic
                     init = init_source(opts.to_dict())
                     if init:
                         apply_init_run(module, init)
-                module = build_module(task, base_dir, opts, dm.task_args())
-                init = init_source(opts.to_dict())
-                if init:
-                    apply_init_run(module, init)
                 if owner:
                     info = {"task": task, "base_model": str(Path(base_dir).resolve()), "lightft_version": __version__,
                             "options": opts.to_dict(), "task_state": module.task_state(), "data": data_record(dm),
