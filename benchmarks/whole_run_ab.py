@@ -9,6 +9,8 @@ and median seconds of both (best: what the machine can do; a busy machine slows 
     best-ckpt   best.ckpt of a full fine-tune: weights + AdamW state, fsynced (A) vs weights only, not fsynced (B)
     validation  the validation pass, file order (A) vs longest first (B)
     grouping    one epoch of training steps, random batches (A) vs length-grouped batches (B)
+    dropout     one epoch of full fine-tuning steps under bf16 autocast (MiniLM's hidden dropout 0.1):
+                torch's dropout (A) vs lightft/kernels/dropout.py (B)
 
     python benchmarks/whole_run_ab.py --threads 1 [--only probe,limit] [--reps 3]
 
@@ -59,7 +61,7 @@ def datamodule(opts: Any, task: str = "classify") -> Any:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="probe,limit,first-build,best-ckpt,validation,grouping")
+    p.add_argument("--only", default="probe,limit,first-build,best-ckpt,validation,grouping,dropout")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--task", choices=("classify", "instruct"), default="classify", help="for `limit`")
@@ -102,7 +104,7 @@ def main() -> None:
                 dm._loaded.clear()  # the old way: setup reads the cache prepare_data has just written
             dm.setup("fit")
         ab("first run, sst2 20k + 2k (build + cache)", lambda: first(True), lambda: first(False), a.reps)
-    if "best-ckpt" in only or "validation" in only or "grouping" in only:
+    if only & {"best-ckpt", "validation", "grouping", "dropout"}:
         model = load_model(str(common.minilm_dir()))
         params = [p for p in model.parameters()]
         state = {"state_dict": {k: v.clone() for k, v in model.state_dict().items()}}
@@ -111,7 +113,7 @@ def main() -> None:
         if "best-ckpt" in only:
             ab("best.ckpt, MiniLM full fine-tune", lambda: atomic_torch_save(full, tmp / "a.ckpt", durable=True),
                lambda: atomic_torch_save(state, tmp / "b.ckpt", durable=False), a.reps)
-        if "validation" in only or "grouping" in only:
+        if only & {"validation", "grouping", "dropout"}:
             from lightft.tasks.classify import ClassificationModule
 
             opts = Options(lora=False, batch_size=32, max_length=128, limit_train=512, limit_val=512,
@@ -136,6 +138,24 @@ def main() -> None:
                         opt.step()
                         opt.zero_grad()
                 ab("training epoch, sst2 512, batch 32", lambda: epoch(False), lambda: epoch(True), a.reps)
+            if "dropout" in only:
+                from lightft.kernels.dropout import fast_dropout
+                from lightft.model import dropout
+
+                model.requires_grad_(True)
+                opt = torch.optim.AdamW(module.parameters(), lr=1e-5, fused=True)
+                dm.opts.group_by_length = True
+
+                def autocast_epoch(drop: Callable[..., torch.Tensor]) -> None:
+                    model.ops.drop = drop
+                    for batch in dm.train_loader(dm.datasets["train"], 32, {"num_workers": 0}):
+                        with torch.autocast("cpu", dtype=torch.bfloat16):
+                            loss = module.loss(batch, module(batch))
+                        loss.backward()
+                        opt.step()
+                        opt.zero_grad()
+                ab("full fine-tuning epoch, bf16 autocast, sst2 512, batch 32", lambda: autocast_epoch(dropout),
+                   lambda: autocast_epoch(fast_dropout), a.reps)
 
 
 if __name__ == "__main__":

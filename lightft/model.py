@@ -73,6 +73,11 @@ def build_mask(cfg: ModelConfig, attention_mask: Optional[torch.Tensor], segment
     return allowed
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Zero each element with probability p while training and scale the rest by 1 / (1 - p) (torch's dropout)."""
+    return F.dropout(x, p, training)
+
+
 @dataclass
 class Ops:
     """The math a kernel may replace, one object shared by every module of a model (`model.ops`).
@@ -86,6 +91,7 @@ class Ops:
     rotate: Callable[..., torch.Tensor] = apply_rotary  # (x, cos, sin) -> x rotated by RoPE
     attend: Callable[..., torch.Tensor] = sdpa_attention  # (q, k, v, mask, dropout, causal) -> (B, H, T, hd)
     mask: Callable[..., Optional[torch.Tensor]] = build_mask  # (cfg, attention_mask, segment_ids, T, S, device)
+    drop: Callable[..., torch.Tensor] = dropout  # (x, p, training) -> x, elements zeroed at rate p, rest scaled
     kernels: str = "off"  # which functions these are: "off" = the references, "auto" = lightft.kernels
 
 
@@ -248,8 +254,10 @@ class Block(nn.Module):
         super().__init__()
         self.attn_norm, self.attn = make_norm(cfg, ops), Attention(cfg, ops)
         self.mlp_norm, self.mlp = make_norm(cfg, ops), MLP(cfg)
-        self.pre_norm = cfg.pre_norm
-        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.pre_norm, self.p_drop, self.ops = cfg.pre_norm, cfg.hidden_dropout, ops
+
+    def dropout(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops.drop(x, self.p_drop, self.training)
 
     def forward(self, x, mask, rope, cache=None, layer=0):
         if self.pre_norm:
@@ -282,7 +290,6 @@ class Transformer(nn.Module):
         if cfg.type_vocab_size:
             self.embed_types = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.embed_norm = make_norm(cfg, self.ops) if cfg.embed_norm else None
-        self.embed_dropout = nn.Dropout(cfg.hidden_dropout)
         self.layers = nn.ModuleList(Block(cfg, self.ops) for _ in range(cfg.num_layers))
         self.final_norm = make_norm(cfg, self.ops) if cfg.final_norm else None
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size) if cfg.pooler else None
@@ -340,7 +347,7 @@ class Transformer(nn.Module):
             x = x + self.embed_types(token_type_ids)
         if self.embed_norm is not None:
             x = self.embed_norm(x)
-        x = self.embed_dropout(x)
+        x = self.ops.drop(x, cfg.hidden_dropout, self.training)
         mask = self.build_mask(attention_mask, segment_ids, T, past + T, x.device)
         for i, block in enumerate(self.layers):
             if self.gradient_checkpointing and self.training:

@@ -11,6 +11,8 @@ applies (a CPU, bf16, training, decoding) and is reached only through this switc
 | cross_entropy.py  | the LM-head loss in chunks, gradients in the same pass  | lm_head + `F.cross_entropy`          |
 | packed.py         | decoding: bf16 weights packed for oneDNN                | the model's linear layers            |
 | lookup.py         | batch-1 greedy decoding: drafted tokens checked at once | the plain greedy loop (generate.py)  |
+| dropout.py        | CPU training dropout: 16-bit random numbers, 4 per draw | `model.dropout` in rate and scale    |
+|                   |                                                         | (another mask for the same seed)     |
 
 How they are reached: `use_kernels` swaps the functions in the model's `Ops` (model.py), the one
 object every module calls its replaceable math through; parameters, state dict and config do not
@@ -28,13 +30,13 @@ from __future__ import annotations
 import dataclasses
 
 from lightft.errors import LightftError
-from lightft.kernels import attention, fused
+from lightft.kernels import attention, dropout, fused
 from lightft.kernels.packed import pack_linears
 from lightft.model import Ops, Transformer
 
 MODES = ("auto", "off")
 KERNEL_OPS = Ops(norm=fused.rms_norm, rotate=fused.rotary, attend=attention.attend,
-                 mask=attention.right_padded_mask, kernels="auto")
+                 mask=attention.right_padded_mask, drop=dropout.fast_dropout, kernels="auto")
 
 
 def use_kernels(model: Transformer, mode: str = "auto", inference: bool = False) -> Transformer:

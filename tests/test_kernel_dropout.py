@@ -1,0 +1,51 @@
+"""lightft/kernels/dropout.py against the reference dropout: the rate, the scaling of kept elements, the
+gradient, seeded reproducibility, and where it hands over to the reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightft.kernels import KERNEL_OPS
+from lightft.kernels.dropout import fast_dropout, keep_mask
+from lightft.model import Ops, dropout
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_keep_rate_is_one_minus_p(p):
+    torch.manual_seed(0)
+    keep, p_used = keep_mask(torch.Size([400, 1000]), p, torch.device("cpu"))
+    assert abs(p_used - p) <= 1 / 131072
+    # 400k draws: the share's standard deviation is below 0.0008; 5 of them
+    assert keep.float().mean().item() == pytest.approx(1 - p, abs=0.004)
+    # each of the four 16-bit quarters of a word is uniform (the top one included): same rate in each
+    quarters = keep.flatten()[: 400 * 1000 // 4 * 4].view(-1, 4).float().mean(0)
+    assert torch.allclose(quarters, torch.full((4,), 1 - p), atol=0.008)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kept_elements_are_scaled_like_the_reference_and_the_gradient_is_the_mask(dtype):
+    torch.manual_seed(1)
+    x = (torch.rand(64, 128) + 0.5).to(dtype).requires_grad_(True)  # no zeros: a zero output means dropped
+    y = fast_dropout(x, 0.25, True)
+    assert y.dtype == dtype
+    kept = y != 0
+    scale = 1 / (1 - 0.25)  # 0.25 * 65536 is whole: p' = p
+    assert torch.equal(y[kept], (x.detach()[kept] * scale).to(dtype))
+    y.sum().backward()
+    assert torch.equal(x.grad, (kept.to(dtype) * scale).to(dtype))
+
+
+def test_seeded_draws_repeat_and_off_cases_are_the_reference():
+    x = torch.randn(8, 16)
+    torch.manual_seed(3)
+    a = fast_dropout(x, 0.1, True)
+    torch.manual_seed(3)
+    assert torch.equal(a, fast_dropout(x, 0.1, True))
+    for p, training in ((0.1, False), (0.0, True)):
+        assert torch.equal(fast_dropout(x, p, training), dropout(x, p, training))
+        assert torch.equal(fast_dropout(x, p, training), x)
+
+
+def test_the_switch_installs_it_and_the_reference_stays_default():
+    assert KERNEL_OPS.drop is fast_dropout and Ops().drop is dropout
