@@ -49,3 +49,20 @@ def test_seeded_draws_repeat_and_off_cases_are_the_reference():
 
 def test_the_switch_installs_it_and_the_reference_stays_default():
     assert KERNEL_OPS.drop is fast_dropout and Ops().drop is dropout
+
+
+def test_activation_checkpointing_replays_the_same_masks(hf_folder):
+    """The recomputed forward of a checkpointed block draws the same masks: gradients equal those without it."""
+    from lightft.checkpoint import load_model
+    from lightft.kernels import use_kernels
+
+    _, folder = hf_folder("bert", hidden_dropout_prob=0.3)
+    grads = []
+    for checkpointing in (False, True):
+        model = use_kernels(load_model(folder), "auto").requires_grad_(True).train()
+        model.gradient_checkpointing = checkpointing
+        torch.manual_seed(0)
+        ids = torch.randint(5, 99, (4, 12))
+        model(ids, attention_mask=torch.ones_like(ids), return_logits=False).hidden_states.square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.equal(grads[0], grads[1])
