@@ -26,10 +26,7 @@ LEVELS = 1 << 16  # 16-bit thresholds
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
     """A bool mask, True with probability 1 - p' (see the module docstring), and that p'."""
-    cut = round(p * LEVELS)
-    n = 1
-    for d in shape:
-        n *= d
+    cut, n = round(p * LEVELS), shape.numel()
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
     # random_ on int64 covers [0, 2^63): the top 16 bits of each word have only 15 random ones, so fill
     # the full 64-bit range instead (from < 0) and every 16-bit quarter is uniform
