@@ -2,8 +2,8 @@
 
 torch's CPU dropout draws one Bernoulli sample per element from its Mersenne-Twister generator; on
 MiniLM's hidden states (32 x 14 x 384) that is 1.3-2.3 ms per call, about a sixth of a full
-fine-tuning step over 14 calls. The same generator filling int64 words is ~10x cheaper per random
-bit, so this draws ceil(n / 4) words and reads each as four 16-bit numbers: an element is kept when its
+fine-tuning step over 14 calls. The same generator filling int64 words is ~6x cheaper per random
+bit (0.11 ms vs 0.70 ms for the same 1.4M bits, 2 threads), so this draws ceil(n / 4) words and reads each as four 16-bit numbers: an element is kept when its
 number is at or above round(p * 65536) - 32768 (the numbers are signed), i.e. with probability 1 - p'
 where p' = round(p * 65536) / 65536 is p to within 1/131072, and kept elements are scaled by 1 / (1 - p')
 so the expectation is unchanged, as in `model.dropout`. The draws come from torch's default generator,
