@@ -6,10 +6,12 @@
     python benchmarks/throughput.py --workload d     # greedy generation with a KV cache, bf16
     python benchmarks/throughput.py --workload e --device cuda   # LoRA on a random ~1.1B Llama, on a GPU
     python benchmarks/throughput.py --workload q --sides lightft,lightft+nf4    # QLoRA vs bf16 LoRA (issue 14)
+    python benchmarks/throughput.py --workload q16 --sides lightft,lightft+q4_1,lightft+nf4  # both 4-bit schemes
     python benchmarks/throughput.py --workload s --sides lightft,lightft+dora   # DoRA vs LoRA, MiniLM on SST-2
 
 Sides: `lightft` (the plain user path), `lightft+compile`, `lightft+nf4` (--quantize nf4: QLoRA),
-`lightft+dora` (--dora), and `baseline` (transformers + peft).
+`lightft+q4_1` (--quantize q4_1: QLoRA on llama.cpp's format), `lightft+dora` (--dora), and `baseline`
+(transformers + peft).
 
 Each framework runs in its own worker subprocess (so each has its own peak RSS); the parent sends
 them blocks of steps in turn (lightft, baseline, baseline, lightft, ...), one process working at a
@@ -79,7 +81,8 @@ WORKLOADS["s"] = dict(title="LoRA r=8 q,v sequence classification, MiniLM-L6, SS
                       lr=5e-4, group=True)
 
 
-SIDES = ("lightft", "lightft+compile", "lightft+nf4", "lightft+dora", "baseline")
+SIDES = ("lightft", "lightft+compile", "lightft+nf4", "lightft+q4_1", "lightft+dora", "baseline")
+QUANT_SIDES = {"lightft+nf4": "nf4", "lightft+q4_1": "q4_1"}  # side -> --quantize
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -94,7 +97,7 @@ def lightft_options(spec: dict[str, Any], args: argparse.Namespace):
                    limit_train=args.limit_train, limit_val=args.limit_val, template="auto",
                    compile=args.compile, grad_checkpointing=args.grad_checkpointing, progress=False,
                    seed=42 + args.seed, kernels=args.kernels,
-                   quantize="nf4" if getattr(args, "worker", None) == "lightft+nf4" else "none",
+                   quantize=QUANT_SIDES.get(getattr(args, "worker", None), "none"),
                    dora=getattr(args, "worker", None) == "lightft+dora")
 
 
@@ -608,7 +611,7 @@ def print_table(out: dict[str, Any]) -> None:
                   f"peak RSS {a['peak_rss_mib'] / b['peak_rss_mib']:.2f}x")
     plain = res.get("lightft")
     for s in sides:
-        if plain is not None and s in ("lightft+nf4", "lightft+dora"):
+        if plain is not None and (s in QUANT_SIDES or s == "lightft+dora"):
             a = res[s]
             base = (f"base bytes {a['setup']['base_bytes'] / 2**20:.0f} vs {plain['setup']['base_bytes'] / 2**20:.0f} "
                     f"MiB ({a['setup']['base_bytes'] / plain['setup']['base_bytes']:.2f}x), block linears "

@@ -149,7 +149,7 @@ def load_model(
     dtype: Union[str, torch.dtype, None] = "float32",
     device: Union[str, torch.device] = "cpu",
     strict: bool = True,
-    take: Optional[Callable[[Transformer, str, torch.Tensor], bool]] = None,
+    take: Optional[Callable[[Transformer, str, torch.Tensor, torch.dtype], bool]] = None,
 ) -> Transformer:
     """Load a Hugging Face-layout folder into lightft's `Transformer`.
 
@@ -158,9 +158,10 @@ def load_model(
     `strict=False` returns the model even when the report has problems (for `inspect`). Where the
     weights came from, with the report of every key, is the model's `source` (a `ModelSource`).
 
-    `take(model, name, tensor)` sees each tensor as it is read (lightft name, in `dtype`, the model
-    still on `meta`). Returning True means it took the tensor, e.g. replaced the layer that owns it by
-    a quantised one (lightft.quant), and the loader keeps nothing of it. With `take`, every tensor
+    `take(model, name, tensor, dtype)` sees each tensor as it is read (lightft name, still in the
+    checkpoint's own precision so that a quantiser works from the exact values, not from a copy rounded
+    to `dtype`; the model still on `meta`). Returning True means it took the tensor, e.g. replaced the
+    layer that owns it by a quantised one (lightft.quant), and the loader keeps nothing of it. With `take`, every tensor
     is read through its own short-lived memory map and copied out, so the file's pages do not all
     stay resident: a model quantised while loading never holds its full-precision weights at once.
     """
@@ -197,12 +198,11 @@ def load_model(
                 continue
             if not name.startswith("lm_head."):  # HF keeps the head outside the base model's prefix
                 prefixes.add(family.KEY_MAP.strip_prefix(key)[0])
-            tensor = tensor.to(dtype=dtype) if tensor.is_floating_point() else tensor
             report.loaded += 1
-            if take is not None and take(model, name, tensor):
+            if take is not None and take(model, name, tensor, dtype):
                 taken.add(name)
             else:
-                state[name] = tensor
+                state[name] = tensor.to(dtype=dtype) if tensor.is_floating_point() else tensor
     for name in expected:
         if name in state or name in taken or (name == "lm_head.weight" and cfg.tie_embeddings):
             continue

@@ -233,7 +233,7 @@ def load_for_generation(path: str, dtype: str = "float32", chat: Optional[bool] 
     if is_run_dir(path):
         run = load_run(path, {"kernels": kernels}, dtype=dtype)
         # fold LoRA updates into the weights: same outputs, one matmul per layer while decoding; a QLoRA
-        # run's NF4 layers without LoRA are dequantised too (decoding runs in full precision)
+        # run's 4-bit layers without LoRA are dequantised too (decoding runs in full precision)
         model, tokenizer = merge_lora(run.backbone), load_tokenizer(run.base_model)
         dequantize_linears(model)
         template = run.task_state.get("template")

@@ -97,8 +97,9 @@ class LoraOptions(OptionGroup):
                             resume=True)
     rslora: bool = opt(False, "Scale LoRA by alpha / sqrt(r) (rsLoRA).", resume=True)
     dora: bool = opt(False, "DoRA: also train a magnitude per output row; LoRA learns the direction.", resume=True)
-    quantize: str = opt("none", "Store the frozen base's block linears as nf4 (QLoRA; LoRA only) or not.",
-                        resume=True, choices=("none", "nf4"))
+    quantize: str = opt("none", "Store the frozen base's block linears in 4 bits (QLoRA; LoRA only): nf4, or "
+                        "q4_1 (lossless for a base converted from a Q4_1 GGUF), or not.",
+                        resume=True, choices=("none", "nf4", "q4_1"))
 
 
 @dataclass

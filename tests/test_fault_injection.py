@@ -1,6 +1,7 @@
 """Kill `lightft train` and `lightft export` at random moments (scripts/fault_injection.py): every trial leaves
 the complete old output or the complete new one, and the follow-up (`--resume` or the same command) ends
-with the uninterrupted run's weights, bitwise. A few trials by default; the full run (20 + 20) is slow."""
+with the uninterrupted run's weights, bitwise. 2 + 2 trials by default, 8 + 8 in the slow set (about 13 s a
+trial, so CI stays under its time limit); the full 20 + 20 is `python scripts/fault_injection.py` (about 9 min)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def fault_injection():
 
 
 @pytest.mark.parametrize("trials", [pytest.param(2, id="2+2 trials"),
-                                    pytest.param(20, id="20+20 trials", marks=pytest.mark.slow)])
+                                    pytest.param(8, id="8+8 trials", marks=pytest.mark.slow)])
 def test_every_kill_leaves_the_old_or_the_new_output(tmp_path, trials):
     seed = random.SystemRandom().randrange(1 << 30)
     counts = fault_injection().run_trials(trials, trials, seed, tmp_path)

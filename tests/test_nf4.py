@@ -1,5 +1,6 @@
 """NF4 (lightft/quant) and QLoRA: levels and codes against bitsandbytes, error bounds, QLoRA == LoRA on the
-dequantised base, gradients, nothing dequantised kept for backward, training / export end to end."""
+dequantised base, gradients, nothing dequantised kept for backward, training / export end to end. The QLoRA
+tests run for both 4-bit schemes (nf4, q4_1); Q4_1's own format checks are in tests/test_q4_1.py."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from click.testing import CliRunner
 from lightft import load_model
 from lightft.cli.main import cli
 from lightft.lora import apply_lora, lora_layers, merge_lora, merged_state_dict, unmerge_lora
-from lightft.quant import (NF4Linear, NF4Weight, dequantize_linears, is_quantized, nf4_bits_per_weight, nf4_levels,
+from lightft.quant import (NF4Weight, QuantLinear, dequantize_linears, is_quantized, nf4_bits_per_weight, nf4_levels,
                            quantize_linears, quantize_on_load, quantized_bytes)
 from lightft.quant.nf4 import max_abs_error_bound, quantize_blocks
 from tests.conftest import save_hf, tiny_hf_model
 from tiny_decoder import SIMPLE_CHAT, tiny_decoder, tiny_llama
 
+SCHEMES = pytest.mark.parametrize("scheme", ["nf4", "q4_1"])
 FAST = ["--max-steps", "2", "--batch-size", "4", "--no-progress", "--no-cache", "--lr", "1e-3", "--max-length", "64"]
 
 
@@ -97,17 +99,18 @@ def test_two_codes_per_byte_and_bits_per_weight():
 
 
 def test_scales_survive_a_model_wide_bf16_cast():
-    layer = NF4Linear.from_linear(torch.nn.Linear(128, 64))
+    linear = torch.nn.Linear(128, 64)
+    layer = QuantLinear(NF4Weight(linear.weight), linear.bias)
     before = layer.qweight.scales().clone()
     layer.to(torch.bfloat16)  # what Lightning's bf16-true does to the whole module
     assert torch.equal(layer.qweight.scales(), before)
 
 
 # ------------------------------------------------------------------------------------------ QLoRA
-def _pair(targets="all-linear"):
+def _pair(targets="all-linear", scheme="nf4"):
     """(QLoRA model, plain LoRA model on the dequantised base) with the same random A / B."""
     q = tiny_llama()
-    assert quantize_linears(q) == 14 and is_quantized(q)
+    assert quantize_linears(q, scheme) == 14 and is_quantized(q)
     ref = tiny_llama()
     ref.load_state_dict(merged_state_dict(q))  # the dequantised base in plain nn.Linear layers
     apply_lora(q, targets, r=4, alpha=8)
@@ -122,8 +125,9 @@ def _pair(targets="all-linear"):
     return q, ref
 
 
-def test_qlora_forward_and_gradients_equal_lora_on_the_dequantised_base():
-    q, ref = _pair()
+@SCHEMES
+def test_qlora_forward_and_gradients_equal_lora_on_the_dequantised_base(scheme):
+    q, ref = _pair(scheme=scheme)
     ids = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(0))
     out_q, out_ref = q(ids).logits, ref(ids).logits
     torch.testing.assert_close(out_q, out_ref, rtol=0, atol=1e-6)
@@ -137,8 +141,9 @@ def test_qlora_forward_and_gradients_equal_lora_on_the_dequantised_base():
     assert all(not b.requires_grad for b in q.buffers())
 
 
-def test_nothing_dequantised_is_saved_for_backward():
-    q, _ = _pair("q,v")
+@SCHEMES
+def test_nothing_dequantised_is_saved_for_backward(scheme):
+    q, _ = _pair("q,v", scheme)
     shapes = {tuple(m.qweight.shape) for m in q.modules() if getattr(m, "qweight", None) is not None}
     shapes |= {s[::-1] for s in shapes}
     saved = []
@@ -148,8 +153,9 @@ def test_nothing_dequantised_is_saved_for_backward():
     assert saved and not (set(saved) & shapes), "a dequantised weight was kept for the backward pass"
 
 
-def test_merge_unmerge_and_full_precision_export():
-    q, ref = _pair()
+@SCHEMES
+def test_merge_unmerge_and_full_precision_export(scheme):
+    q, ref = _pair(scheme=scheme)
     ids = torch.randint(0, 50, (2, 9))
     with torch.no_grad():
         before = q(ids).logits
@@ -168,31 +174,33 @@ def test_merge_unmerge_and_full_precision_export():
         torch.testing.assert_close(state[name], tensor, rtol=0, atol=1e-6)
 
 
-def test_quantize_on_load_equals_quantize_after_load(tmp_path):
+@SCHEMES
+def test_quantize_on_load_equals_quantize_after_load(tmp_path, scheme):
     path = save_hf(tiny_hf_model("llama", num_key_value_heads=2, attention_bias=True), tmp_path / "m")
-    during = load_model(path, take=quantize_on_load())
+    during = load_model(path, take=quantize_on_load(scheme))
     after = load_model(path)
-    quantize_linears(after)
+    quantize_linears(after, scheme)
     a, b = dict(during.named_buffers()), dict(after.named_buffers())
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert during.layers[0].attn.q_proj.bias is not None  # biases still loaded into the NF4 layers
+    assert during.layers[0].attn.q_proj.bias is not None  # biases still loaded into the 4-bit layers
     torch.testing.assert_close(during.layers[0].attn.q_proj.bias, after.layers[0].attn.q_proj.bias)
     held, full = quantized_bytes(during)
-    assert held / full < 0.3  # 4.127 bits / 32 for an fp32 base
+    assert held / full < 0.3  # 4.127 (nf4) or 5 (q4_1) bits / 32 for an fp32 base
     assert dequantize_linears(during) == 14 and not is_quantized(during)
 
 
-def test_qlora_training_cli_eval_export(tmp_path):
+@SCHEMES
+def test_qlora_training_cli_eval_export(tmp_path, scheme):
     model = tiny_decoder(tmp_path, "llama", chat_template=SIMPLE_CHAT)
     data = tmp_path / "alpaca.json"
     data.write_text(json.dumps([{"instruction": f"Say {w}", "input": "", "output": w} for w in ["yes", "no"] * 6]))
     runner = CliRunner()
     res = runner.invoke(cli, ["train", "instruct", "--model", str(model), "--train", str(data), "--out",
-                              str(tmp_path / "run"), "--quantize", "nf4", *FAST, "--precision", "32-true"],
+                              str(tmp_path / "run"), "--quantize", scheme, *FAST, "--precision", "32-true"],
                        catch_exceptions=False)  # fp32: the merged export gives the run's logits to 1e-5
     assert res.exit_code == 0, res.output
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["options"]["quantize"] == "nf4"
+    assert run["options"]["quantize"] == scheme
     res = runner.invoke(cli, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "merged")])
     assert res.exit_code == 0, res.output
     from lightft.runs import load_run

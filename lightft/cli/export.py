@@ -79,14 +79,14 @@ def export_trained(backbone: Any, head: dict[str, Any], task: str, task_state: d
 def merge_dtype(run_dir: str) -> Optional[str]:
     """The dtype a merged export loads the run's base weights in: float32, so that ΔW is added to the
     checkpoint's own values (a bf16 copy of the base, `--dtype auto`'s choice for frozen weights,
-    would round small updates away). An NF4 run keeps its dtype: its 4-bit codes were made from it."""
+    would round small updates away). A QLoRA run keeps its dtype: its 4-bit codes were made from it."""
     from lightft.runs.folder import read_run
 
     return None if read_run(run_dir)["options"].get("quantize", "none") != "none" else "float32"
 
 
 def export_gguf(run_dir: str, out_file: str, kind: str, force: bool) -> Path:
-    """Write the run's merged backbone (LoRA / DoRA folded in, an NF4 base dequantised) as one GGUF file.
+    """Write the run's merged backbone (LoRA / DoRA folded in, a 4-bit base dequantised) as one GGUF file.
 
     Through lightft/runs/safe_output.py: checked first (never an input of the run), locked, written
     beside and renamed at the end; `force` replaces only an existing GGUF file."""
@@ -157,7 +157,7 @@ def command(run_dir: str, out_dir: str | None, gguf_file: str | None, kind: str 
     instruct export with AutoModelForCausalLM. A head without an exact transformers class (e.g.
     --pooling mean) is kept in lightft_head.safetensors, which lightft reads back.
 
-    A QLoRA run (--quantize nf4) exports full-precision merged weights: its base dequantised plus ΔW.
+    A QLoRA run (--quantize nf4 or q4_1) exports full-precision merged weights: its base dequantised plus ΔW.
 
     \b
     Examples:

@@ -22,8 +22,8 @@ The class subclasses `nn.Linear` and keeps its `weight` / `bias` parameters unde
 so a state dict of the base model loads into a LoRA-wrapped model untouched, and code that asks
 `isinstance(m, nn.Linear)` still sees a linear layer.
 
-QLoRA. The wrapped layer may be quantised (lightft.quant's `NF4Linear`: `weight` is None and the
-weight lives in `qweight`, 4 bits per value). Then the base product runs through `qweight.linear`,
+QLoRA. The wrapped layer may be quantised (lightft.quant's `QuantLinear`: `weight` is None and the
+weight lives in `qweight`, 4 bits per value, NF4 or Q4_1). Then the base product runs through `qweight.linear`,
 which dequantises W just in time, and `base_weight()` dequantises on request; everything else is
 the same. Merging such a layer cannot fold ΔW into 4-bit codes without losing it, so `merge()` gives
 the layer a full-precision `weight` = dequantised W + ΔW (and `unmerge()` drops it again).
@@ -134,5 +134,5 @@ class LoRALinear(nn.Linear):
         self.merged = False
 
     def extra_repr(self) -> str:
-        quant = ", nf4" if self.quantized else ""
+        quant = f", {self.qweight.scheme}" if self.quantized else ""
         return f"{super().extra_repr()}, r={self.r}, alpha={self.alpha}, rslora={self.rslora}, merged={self.merged}{quant}"

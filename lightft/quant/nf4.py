@@ -41,26 +41,22 @@ Packing. Two 4-bit codes share a byte: the even-indexed value in the high nibble
 the low nibble (bitsandbytes' order too). Storage per weight: 4 bits + 0.5 (or ~0.127 with
 double quantisation) bit of scale: 4.5 / 4.127 bits, against 16 for bf16 (0.28x / 0.26x).
 
-Just-in-time dequantisation. `NF4Linear` keeps only the packed codes and scales. Its forward pass
-dequantises W into a temporary, multiplies, and drops it; the backward pass (the input gradient
-dX = dY · W, the only one a frozen weight needs) dequantises again. A custom autograd Function
-makes sure autograd never saves the dequantised W for backward, so between steps only the 4-bit
-form exists. The price is two dequantisations per layer and step (see benchmarks/RESULTS.md).
+Dequantising, packing and the linear layer that dequantises just in time are shared with the other
+4-bit scheme (Q4_1) and live in lightft/quant/blockwise.py; this file holds what is NF4's own: the
+levels, the absmax scaling and the double quantisation of the scales.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Optional
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+
+from lightft.quant.blockwise import BlockQuantWeight, blocks_of, float_bits, pack_nibbles
 
 BLOCK_SIZE = 64  # values per absmax block (QLoRA's choice)
 SCALE_BLOCK_SIZE = 256  # absmax values per second-level block under double quantisation
 OFFSET = 0.5 * ((1 - 1 / (2 * 15)) + (1 - 1 / (2 * 16)))  # 0.9677083: outermost probability, see above
-CHUNK_BLOCKS = 1 << 14  # blocks dequantised per pass (1M values): bounded temporaries, cache friendly
 
 
 @functools.lru_cache(maxsize=None)
@@ -78,39 +74,22 @@ def nf4_levels(dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return _levels64().to(dtype)
 
 
-@functools.lru_cache(maxsize=None)
-def _byte_table() -> torch.Tensor:
-    """(256, 2) fp32: the two levels a packed byte stands for (high nibble first)."""
-    levels = nf4_levels()
-    byte = torch.arange(256)
-    return torch.stack([levels[byte >> 4], levels[byte & 15]], dim=1)
-
-
-def _blocks(flat: torch.Tensor, size: int) -> torch.Tensor:
-    """(n,) -> (n_blocks, size), zero-padded at the end."""
-    pad = (-flat.numel()) % size
-    if pad:
-        flat = torch.cat([flat, flat.new_zeros(pad)])
-    return flat.view(-1, size)
-
-
 def quantize_blocks(w: torch.Tensor, block_size: int = BLOCK_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """Any-shape float tensor -> (packed codes uint8 (n_padded/2,), absmax fp32 (n_blocks,))."""
     assert block_size % 2 == 0, "two codes per byte need an even block size"
-    blocks = _blocks(w.detach().reshape(-1).float(), block_size)  # (n_blocks, block)
+    blocks = blocks_of(w.detach().reshape(-1).float(), block_size)  # (n_blocks, block)
     absmax = blocks.abs().amax(dim=1)  # (n_blocks,)
     scaled = blocks / absmax.clamp(min=torch.finfo(torch.float32).tiny)[:, None]  # in [-1, 1]
     levels = nf4_levels()
     # nearest level: the bucket between consecutive midpoints (a value exactly on one goes down)
-    codes = torch.bucketize(scaled, (levels[1:] + levels[:-1]) / 2).to(torch.uint8).view(-1)
-    packed = (codes[0::2] << 4) | codes[1::2]  # even index -> high nibble
-    return packed, absmax
+    codes = torch.bucketize(scaled, (levels[1:] + levels[:-1]) / 2)
+    return pack_nibbles(codes), absmax
 
 
 def quantize_scales(absmax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Double quantisation: fp32 scales -> (int8 codes, fp32 scale per 256, fp32 mean offset)."""
     offset = absmax.mean()
-    blocks = _blocks(absmax - offset, SCALE_BLOCK_SIZE)  # (n2, 256)
+    blocks = blocks_of(absmax - offset, SCALE_BLOCK_SIZE)  # (n2, 256)
     scale = blocks.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny)  # (n2,)
     codes = torch.round(blocks / scale[:, None] * 127).to(torch.int8).view(-1)[: absmax.numel()]
     return codes, scale, offset
@@ -118,35 +97,30 @@ def quantize_scales(absmax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
 
 def dequantize_scales(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """Inverse of `quantize_scales` (up to its rounding): fp32 (n_blocks,)."""
-    blocks = _blocks(codes.float(), SCALE_BLOCK_SIZE)  # (n2, 256)
+    blocks = blocks_of(codes.float(), SCALE_BLOCK_SIZE)  # (n2, 256)
     return (blocks * (scale[:, None] / 127)).view(-1)[: codes.numel()] + offset
 
 
-class NF4Weight(nn.Module):
-    """A frozen weight stored as NF4: packed codes + block scales, as buffers (they move with `.to(device)`).
+class NF4Weight(BlockQuantWeight):
+    """A frozen weight stored as NF4: packed codes + block absmax values (double-quantised by default)."""
 
-    Holds no parameters, so optimisers and `requires_grad` never see it. `dequantize()` rebuilds
-    the weight; `linear(x, bias)` computes x Wᵀ + b without keeping W (see `nf4_linear`).
-    """
+    scheme = "nf4"
 
     def __init__(self, weight: torch.Tensor, block_size: int = BLOCK_SIZE, double_quant: bool = True):
-        super().__init__()
-        self.shape = tuple(weight.shape)
-        self.numel = weight.numel()
-        self.block_size = block_size
-        self.dtype = weight.dtype  # what `dequantize()` returns by default (the dtype the weight came in)
+        super().__init__(weight, block_size)
         self.double_quant = double_quant
         codes, absmax = quantize_blocks(weight, block_size)
         self.register_buffer("codes", codes)
-        # fp32 scales are kept as their raw bits (int32): a model-wide `.to(torch.bfloat16)`, which is
-        # what Lightning's bf16-true precision does, converts floating buffers and would round them
         if double_quant:
             scale_codes, scale, offset = quantize_scales(absmax)
             self.register_buffer("absmax_codes", scale_codes)
-            self.register_buffer("absmax_scale", scale.view(torch.int32))
-            self.register_buffer("absmax_offset", offset.reshape(1).view(torch.int32))
+            self.register_buffer("absmax_scale", float_bits(scale))
+            self.register_buffer("absmax_offset", float_bits(offset.reshape(1)))
         else:
-            self.register_buffer("absmax", absmax.view(torch.int32))
+            self.register_buffer("absmax", float_bits(absmax))
+
+    def levels(self) -> tuple[float, ...]:
+        return tuple(nf4_levels().tolist())
 
     def scales(self) -> torch.Tensor:
         """The per-block absmax values, fp32 (n_blocks,)."""
@@ -155,87 +129,8 @@ class NF4Weight(nn.Module):
                                      self.absmax_offset.view(torch.float32))
         return self.absmax.view(torch.float32)
 
-    def dequantize(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """The weight in `dtype` (default: the dtype it was quantised from), shape as the original."""
-        with torch.profiler.record_function("nf4.dequantize"):  # named in profiles (benchmarks/RESULTS.md)
-            return self._dequantize(dtype or self.dtype)
-
-    def _dequantize(self, dtype: torch.dtype) -> torch.Tensor:
-        table = _byte_table().to(self.codes.device)
-        scales = self.scales()
-        half = self.block_size // 2  # bytes per block
-        packed = self.codes.view(-1, half)  # (n_blocks, bytes per block)
-        out = torch.empty(packed.shape[0], self.block_size, dtype=dtype, device=self.codes.device)
-        for s in range(0, packed.shape[0], CHUNK_BLOCKS):  # chunks: fp32 temporaries stay small
-            # one row of the byte table per byte (index_select with int32 indices: ~5x faster than t[idx])
-            pairs = table.index_select(0, packed[s : s + CHUNK_BLOCKS].reshape(-1).int())  # (chunk·half, 2)
-            out[s : s + CHUNK_BLOCKS] = pairs.view(-1, self.block_size).mul_(scales[s : s + CHUNK_BLOCKS, None])
-        return out.view(-1)[: self.numel].view(self.shape)
-
-    def linear(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return nf4_linear(x, self, bias)
-
-    def nbytes(self) -> int:
-        """Bytes held: packed codes + scales (+ the second-level scales)."""
-        return sum(b.numel() * b.element_size() for b in self.buffers())
-
-    def extra_repr(self) -> str:
-        bits = 8 * self.nbytes() / self.numel
-        return f"shape={self.shape}, block={self.block_size}, double_quant={self.double_quant}, {bits:.3f} bits/weight"
-
-
-class _NF4LinearFunction(torch.autograd.Function):
-    """y = x Wᵀ + b with W dequantised in forward and again in backward; nothing dequantised is saved."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, qweight: NF4Weight, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        ctx.qweight = qweight  # the module (4-bit buffers), not a dequantised tensor
-        ctx.bias_grad = bias is not None and bias.requires_grad
-        return F.linear(x, qweight.dequantize(x.dtype), bias)
-
-    @staticmethod
-    def backward(ctx, grad_y: torch.Tensor):
-        grad_x = grad_y @ ctx.qweight.dequantize(grad_y.dtype) if ctx.needs_input_grad[0] else None  # (…, in)
-        grad_b = grad_y.reshape(-1, grad_y.shape[-1]).sum(0) if ctx.bias_grad else None
-        return grad_x, None, grad_b
-
-
-def nf4_linear(x: torch.Tensor, qweight: NF4Weight, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """x Wᵀ + b for an NF4 weight, W dequantised just in time (the plain reference path)."""
-    if not torch.is_grad_enabled() or not (x.requires_grad or (bias is not None and bias.requires_grad)):
-        return F.linear(x, qweight.dequantize(x.dtype), bias)  # inference: no backward to plan for
-    return _NF4LinearFunction.apply(x, qweight, bias)
-
-
-class NF4Linear(nn.Linear):
-    """A frozen `nn.Linear` whose weight is stored as NF4 (`qweight`); `weight` is None.
-
-    It is still an `nn.Linear` (same in/out features and `bias`, and LoRA can wrap it: see
-    lightft/lora/layer.py), but the weight exists only as `qweight`; `dequantized_weight()`
-    rebuilds it in full precision.
-    """
-
-    def __init__(self, qweight: NF4Weight, bias: Optional[nn.Parameter] = None):
-        out_features, in_features = qweight.shape
-        super().__init__(in_features, out_features, bias=False, device="meta")
-        self.register_parameter("weight", None)
-        self.qweight = qweight
-        self.bias = bias
-        if bias is not None:
-            bias.requires_grad_(False)
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, block_size: int = BLOCK_SIZE, double_quant: bool = True) -> "NF4Linear":
-        return cls(NF4Weight(linear.weight, block_size, double_quant), linear.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.qweight.linear(x, self.bias)
-
-    def dequantized_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        return self.qweight.dequantize(dtype)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, nf4"
+    def describe(self) -> str:
+        return f"block={self.block_size}, double_quant={self.double_quant}"
 
 
 def nf4_bits_per_weight(double_quant: bool = True, block_size: int = BLOCK_SIZE) -> float:

@@ -20,9 +20,9 @@ from lightft.quant import is_quantized, quantize_linears, quantize_on_load
 
 
 def load_backbone(base_dir: str, opts: Options, dtype: Optional[str] = None) -> Transformer:
-    """The base model in --dtype (or `dtype`); with --quantize nf4 its block linears become NF4 as they
+    """The base model in --dtype (or `dtype`); with --quantize nf4 / q4_1 its block linears become 4-bit as they
     are read, so the full-precision weights are never all in memory at once."""
-    take = quantize_on_load() if opts.quantize == "nf4" else None
+    take = quantize_on_load(opts.quantize) if opts.quantize != "none" else None
     return load_model(base_dir, dtype=dtype or opts.dtype, take=take)
 
 
@@ -31,8 +31,8 @@ def prepare_backbone(backbone: Transformer, opts: Options) -> Transformer:
     freezing options, to the backbone in place.
 
     It reads the adapter, lora and runtime groups of `opts` (lightft/options.py)."""
-    if opts.quantize == "nf4" and not is_quantized(backbone):
-        quantize_linears(backbone)
+    if opts.quantize != "none" and not is_quantized(backbone):
+        quantize_linears(backbone, opts.quantize)
     if opts.lora:
         lora = LoraOptions.of(opts)
         apply_lora(backbone, lora.lora_targets, r=lora.lora_r, alpha=lora.lora_alpha, dropout=lora.lora_dropout,
