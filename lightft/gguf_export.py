@@ -6,9 +6,11 @@ What the file holds, so llama.cpp, Ollama, `transformers` and `lightft convert g
   vocabulary with token types, BPE merges or SentencePiece scores, special token ids, whether BOS is
   added, the chat template; lightft/gguf_tokenizer.py);
 - tensors under llama.cpp's names (`blk.3.attn_q.weight`, the inverse of `gguf.NAME_MAP`), in the
-  chosen type: f32, f16, bf16 or q8_0 (blocks of 32 values with one f16 scale, `gguf.quants`).
-  Norm weights and biases (1-D) are always f32, as llama.cpp's converter writes them; a matrix whose
-  rows are not a multiple of q8_0's 32-value blocks is written as f16;
+  chosen type: f32, f16, bf16, q8_0 (blocks of 32 values with one f16 scale) or q4_1 (blocks of 32
+  with an f16 step and minimum, 4-bit codes: the format of the packaged SmolLM2, so a fine-tune of it
+  goes back out at its original size), quantised by `gguf.quants`. Norm weights and biases (1-D) are
+  always f32, as llama.cpp's converter writes them; a matrix whose rows are not a multiple of the
+  32-value blocks is written as f16;
 - the q and k projection rows in llama.cpp's order: llama.cpp rotates adjacent pairs of each head's
   dimensions where Hugging Face rotates the two halves, so each head's rows go from (2, head_dim/2)
   to (head_dim/2, 2) order (`permute_qk`, undone by `gguf.unpermute_qk`).
@@ -33,7 +35,7 @@ from lightft.gguf import NAME_MAP
 from lightft.gguf_tokenizer import tokenizer_metadata
 
 PathLike = Union[str, os.PathLike]
-TYPES = ("f32", "f16", "bf16", "q8_0")
+TYPES = ("f32", "f16", "bf16", "q8_0", "q4_1")
 ARCH = "llama"
 ARRAY_TYPES = {"tokenizer.ggml.token_type": "INT32", "tokenizer.ggml.scores": "FLOAT32"}  # as llama.cpp writes them
 # HF checkpoint name template -> GGUF name template, read backwards from the importer's table
@@ -101,8 +103,9 @@ def _encode(w: torch.Tensor, kind: str):
     data = w.detach().float().cpu().numpy()
     if data.ndim == 1 or kind == "f32":
         return np.ascontiguousarray(data), Q.F32
-    if kind == "q8_0" and data.shape[-1] % 32 == 0:
-        return quantize(np.ascontiguousarray(data), Q.Q8_0), Q.Q8_0
+    if kind in ("q8_0", "q4_1") and data.shape[-1] % 32 == 0:
+        qtype = Q.Q8_0 if kind == "q8_0" else Q.Q4_1
+        return quantize(np.ascontiguousarray(data), qtype), qtype
     if kind == "bf16":
         return quantize(np.ascontiguousarray(data), Q.BF16), Q.BF16
     return data.astype(np.float16), Q.F16
@@ -111,7 +114,7 @@ def _encode(w: torch.Tensor, kind: str):
 def write_gguf(cfg: Any, hf_state: dict[str, torch.Tensor], tokenizer_dir: PathLike, out: PathLike,
                kind: str = "f16", name: str = "lightft export") -> Path:
     """Write `hf_state` (HF checkpoint names, e.g. `checkpoint.hf_state_dict`) and the tokenizer of
-    `tokenizer_dir` as a GGUF file at `out`. `kind`: f32 | f16 | bf16 | q8_0."""
+    `tokenizer_dir` as a GGUF file at `out`. `kind`: f32 | f16 | bf16 | q8_0 | q4_1."""
     try:
         import gguf
     except ImportError:
@@ -123,7 +126,8 @@ def write_gguf(cfg: Any, hf_state: dict[str, torch.Tensor], tokenizer_dir: PathL
     tokenizer = tokenizer_metadata(Path(tokenizer_dir), cfg.vocab_size)  # bad tokenizer: stop before writing
     writer = gguf.GGUFWriter(str(out), ARCH)
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                 "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
+                 "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+                 "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1}[kind]
     writer.add_file_type(int(file_type))
     for key, value in {**metadata(cfg, name), **tokenizer}.items():
         _add(writer, key, value)

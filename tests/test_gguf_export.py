@@ -25,8 +25,8 @@ from test_gguf import byte_level_vocab, write_gguf  # noqa: E402
 
 FAST = ["--max-steps", "3", "--batch-size", "4", "--no-progress", "--no-cache", "--lr", "5e-2", "--max-length", "48"]
 # |logit difference| / max |logit| after a round trip through each tensor type (measured on this model:
-# f16 ~2e-4, bf16 ~2e-3, q8_0 ~5e-3)
-TOLERANCE = {"f32": 1e-6, "f16": 2e-3, "bf16": 1e-2, "q8_0": 2e-2}
+# f16 ~2e-4, bf16 ~2e-3, q8_0 ~4e-3, q4_1 ~0.10: 16 levels per block on a random tiny model)
+TOLERANCE = {"f32": 1e-6, "f16": 2e-3, "bf16": 1e-2, "q8_0": 2e-2, "q4_1": 0.25}
 
 
 def _train(base, data, out, *extra):
@@ -76,7 +76,7 @@ def test_permutation_is_the_inverse_of_the_importers():
 
 
 @pytest.mark.parametrize("run_name, kind", [("lora", "f32"), ("lora", "f16"), ("lora", "bf16"), ("lora", "q8_0"),
-                                            ("qdora", "f32")])
+                                            ("lora", "q4_1"), ("qdora", "f32")])
 def test_round_trip_gives_the_runs_logits(runs, run_name, kind):
     root, base, by_name = runs
     path = _export(by_name[run_name], root / f"{run_name}-{kind}.gguf", "--type", kind)

@@ -139,7 +139,7 @@ def export_run(run_dir: str, out_dir: str, adapter: bool, dtype: Optional[str], 
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder to write (HF layout or adapter).")
 @click.option("--gguf", "gguf_file", type=click.Path(dir_okay=False),
               help="Write one GGUF file instead (llama family; for llama.cpp / Ollama).")
-@click.option("--type", "kind", type=click.Choice(["f32", "f16", "bf16", "q8_0"]),
+@click.option("--type", "kind", type=click.Choice(["f32", "f16", "bf16", "q8_0", "q4_1"]),
               help="GGUF tensor type (default f16; norms stay f32).")
 @click.option("--merged/--adapter", "merged", default=True, show_default=True,
               help="Merged weights in the transformers class of the run's task (e.g. "
