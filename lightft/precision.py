@@ -97,6 +97,19 @@ def resolve_precision(precision: str, accelerator: str, cpu_flag_set: Optional[I
     return "bf16-mixed" if fast_bf16(accelerator, cpu_flag_set) else "32-true"
 
 
+def pure_bf16_training_warning(precision: str, base_trains: bool) -> Optional[str]:
+    """The warning for a run that trains base weights under bf16-true, else None.
+
+    Lightning's bf16-true casts the whole module, so the trained weights themselves are bf16 (8
+    significant bits): an AdamW step smaller than about 0.4 % of a weight rounds away to nothing.
+    It is allowed (it halves the memory of weights and optimiser state), but never silently."""
+    if not (base_trains and precision == "bf16-true"):
+        return None
+    return ("warning: --precision bf16-true with trained base weights (--full) keeps them in bf16: AdamW "
+            "updates smaller than ~0.4 % of a weight are rounded away; --precision bf16-mixed keeps fp32 "
+            "master weights")
+
+
 def resolve_dtype(dtype: str, precision: str, base_trains: bool) -> str:
     """--dtype auto -> bfloat16 for frozen base weights under a bf16 precision, else float32.
 

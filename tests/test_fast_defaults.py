@@ -40,6 +40,20 @@ def test_auto_dtype_keeps_fp32_masters_for_what_trains():
     assert precision.resolve_dtype("float16", "32-true", base_trains=True) == "float16"
 
 
+def test_training_base_weights_in_pure_bf16_is_warned_about(tmp_path, sentiment, capsys):
+    """bf16-true casts the trained weights themselves to bf16 (small AdamW updates round away): allowed with
+    --full, but said once on stderr; LoRA (frozen base) and bf16-mixed (fp32 masters) say nothing."""
+    assert precision.pure_bf16_training_warning("bf16-true", base_trains=False) is None
+    assert precision.pure_bf16_training_warning("bf16-mixed", base_trains=True) is None
+    model, train_file, val_file = sentiment
+    capsys.readouterr()
+    train_quietly(tmp_path / "run", model=str(model), train=str(train_file), val=str(val_file), lora=False,
+                  precision="bf16-true", max_steps=1, accelerator="cpu")
+    err = capsys.readouterr().err
+    assert err.count("warning: --precision bf16-true with trained base weights (--full) keeps them in bf16") == 1
+    assert "--precision bf16-mixed keeps fp32 master weights" in err
+
+
 @pytest.mark.parametrize("task,packing,grouped", [("classify", False, True), ("ner", False, True), ("qa", False, True),
                                                   ("instruct", False, True), ("instruct", True, False),
                                                   ("lm", False, False)])

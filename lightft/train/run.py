@@ -22,11 +22,11 @@ from lightft.checkpoint import read_model_config, write_atomic_json
 from lightft.config import check_max_length
 from lightft.errors import LightftError
 from lightft.options import Options
-from lightft.precision import device_type, resolve_precision
+from lightft.precision import device_type, pure_bf16_training_warning, resolve_precision
 from lightft.runs.backbone import load_backbone, prepare_backbone
 from lightft.runs.checkpoint_file import BEST, LAST, load_checkpoint_file
 from lightft.runs.data_identity import check_same_data, data_hashes
-from lightft.runs.defaults import resolve_auto
+from lightft.runs.defaults import base_trains, resolve_auto
 from lightft.runs.folder import (RUN_FILE, WEIGHTS_FILE, check_run_dir, check_train_options, clean_partial_files,
                                  is_run_dir, keep_earlier_log, read_run, save_weights)
 from lightft.runs.load import chain_inputs, chain_state, init_source
@@ -187,6 +187,9 @@ def train(task: str, opts: Options, inputs: Sequence[Optional[str]] = ()) -> dic
     trainer = make_trainer(opts, run_dir, spec.module.monitor, spec.module.monitor_mode, for_training=True,
                            clock=clock, watch=watch)
     check_nodes(trainer, opts)
+    warning = pure_bf16_training_warning(opts.precision, base_trains(opts))
+    if warning and trainer.is_global_zero:
+        print(warning, file=sys.stderr)
     with contextlib.ExitStack() as held, watch.active():
         try:
             with rank_zero_first(trainer) as shared:
