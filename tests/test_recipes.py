@@ -24,6 +24,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 RECIPES = {  # TOML -> (task, the script that runs it)
     "sst2-full.toml": ("classify", "sst2.sh"),
     "sst2-lora.toml": ("classify", "sst2.sh"),
+    "sst2-smollm2.toml": ("classify", "sst2.sh"),
     "conll2003-full.toml": ("ner", "conll2003.sh"),
     "qa-squad.toml": ("qa", "qa_transfer.sh"),
     "qa-bioasq.toml": ("qa", "qa_transfer.sh"),
@@ -87,7 +88,7 @@ def test_recipe_builds(recipe, models, tmp_path):
     task = RECIPES[recipe][0]
     settings = read_config_file(SCRIPTS / recipe)
     assert not {"model", "train", "val", "out", "seed"} & set(settings)  # the script passes those
-    model = models["decoder" if task in ("lm", "instruct") else "encoder"]
+    model = models["decoder" if task in ("lm", "instruct") or "smollm2" in recipe else "encoder"]
     data = tiny_files(task, tmp_path)
     opts = Options.from_dict({**settings, "model": str(model), "train": str(data), "val": str(data),
                               "out": str(tmp_path / "run"), "cache": False}, recipe)
