@@ -11,6 +11,11 @@ and median seconds of both (best: what the machine can do; a busy machine slows 
     grouping    one epoch of training steps, random batches (A) vs length-grouped batches (B)
     dropout     one epoch of full fine-tuning steps under bf16 autocast (MiniLM's hidden dropout 0.1):
                 torch's dropout (A) vs lightft/kernels/dropout.py (B)
+    attention   the same epoch (cheap dropout in both): SDPA (A) vs kernels/attention.py's explicit scores (B)
+    clip        the same epoch (B of the above): clip_grad_norm_ then AdamW (A) vs the clip inside the fused
+                AdamW's pass, tasks/optim.clip_in_step (B); --grad-clip 1
+    malloc      the same epoch (B of the above): glibc's default malloc settings (A) vs
+                train/allocator.reuse_freed_memory (B)
 
     python benchmarks/whole_run_ab.py --threads 1 [--only probe,limit] [--reps 3]
 
@@ -61,7 +66,8 @@ def datamodule(opts: Any, task: str = "classify") -> Any:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="probe,limit,first-build,best-ckpt,validation,grouping,dropout")
+    p.add_argument("--only", default="probe,limit,first-build,best-ckpt,validation,grouping,dropout,"
+                                       "attention,clip,malloc")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--task", choices=("classify", "instruct"), default="classify", help="for `limit`")
@@ -104,7 +110,7 @@ def main() -> None:
                 dm._loaded.clear()  # the old way: setup reads the cache prepare_data has just written
             dm.setup("fit")
         ab("first run, sst2 20k + 2k (build + cache)", lambda: first(True), lambda: first(False), a.reps)
-    if only & {"best-ckpt", "validation", "grouping", "dropout"}:
+    if only & {"best-ckpt", "validation", "grouping", "dropout", "attention", "clip", "malloc"}:
         model = load_model(str(common.minilm_dir()))
         params = [p for p in model.parameters()]
         state = {"state_dict": {k: v.clone() for k, v in model.state_dict().items()}}
@@ -113,7 +119,7 @@ def main() -> None:
         if "best-ckpt" in only:
             ab("best.ckpt, MiniLM full fine-tune", lambda: atomic_torch_save(full, tmp / "a.ckpt", durable=True),
                lambda: atomic_torch_save(state, tmp / "b.ckpt", durable=False), a.reps)
-        if only & {"validation", "grouping", "dropout"}:
+        if only & {"validation", "grouping", "dropout", "attention", "clip", "malloc"}:
             from lightft.tasks.classify import ClassificationModule
 
             opts = Options(lora=False, batch_size=32, max_length=128, limit_train=512, limit_val=512,
@@ -138,25 +144,47 @@ def main() -> None:
                         opt.step()
                         opt.zero_grad()
                 ab("training epoch, sst2 512, batch 32", lambda: epoch(False), lambda: epoch(True), a.reps)
-            if "dropout" in only:
+            if only & {"dropout", "attention", "clip", "malloc"}:
+                import contextlib
+
+                from lightft.kernels.attention import attend
                 from lightft.kernels.dropout import fast_dropout
-                from lightft.model import dropout
+                from lightft.model import dropout, sdpa_attention
+                from lightft.tasks.optim import clip_in_step
+                from lightft.train.allocator import reuse_freed_memory
 
                 model.requires_grad_(True)
                 opt = torch.optim.AdamW(module.parameters(), lr=1e-5, fused=True)
                 dm.opts.group_by_length = True
 
-                def autocast_epoch(drop: Callable[..., torch.Tensor]) -> None:
-                    model.ops.drop = drop
-                    for batch in dm.train_loader(dm.datasets["train"], 32, {"num_workers": 0}):
-                        with torch.autocast("cpu", dtype=torch.bfloat16):
-                            loss = module.loss(batch, module(batch))
-                        loss.backward()
-                        opt.step()
-                        opt.zero_grad()
-                ab("full fine-tuning epoch, bf16 autocast, sst2 512, batch 32", lambda: autocast_epoch(dropout),
-                   lambda: autocast_epoch(fast_dropout), a.reps)
-
+                def autocast_epoch(drop: Callable[..., torch.Tensor] = fast_dropout,
+                                   attention: Callable[..., torch.Tensor] = sdpa_attention,
+                                   clip: bool = False, fold_clip: bool = False, keep_memory: bool = False) -> None:
+                    model.ops.drop, model.ops.attend = drop, attention
+                    with reuse_freed_memory() if keep_memory else contextlib.nullcontext():
+                        for batch in dm.train_loader(dm.datasets["train"], 32, {"num_workers": 0}):
+                            with torch.autocast("cpu", dtype=torch.bfloat16):
+                                loss = module.loss(batch, module(batch))
+                            loss.backward()
+                            if fold_clip:
+                                clip_in_step(opt, 1.0)
+                            elif clip:
+                                torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+                            opt.step()
+                            opt.grad_scale = None
+                            opt.zero_grad()
+                name = "full fine-tuning epoch, bf16 autocast, sst2 512, batch 32"
+                if "dropout" in only:
+                    ab(f"{name}: dropout", lambda: autocast_epoch(dropout), lambda: autocast_epoch(fast_dropout), a.reps)
+                if "attention" in only:
+                    ab(f"{name}: attention", lambda: autocast_epoch(attention=sdpa_attention),
+                       lambda: autocast_epoch(attention=attend), a.reps)
+                if "clip" in only:
+                    ab(f"{name}: clip", lambda: autocast_epoch(attention=attend, clip=True),
+                       lambda: autocast_epoch(attention=attend, fold_clip=True), a.reps)
+                if "malloc" in only:
+                    ab(f"{name}: malloc", lambda: autocast_epoch(attention=attend, fold_clip=True),
+                       lambda: autocast_epoch(attention=attend, fold_clip=True, keep_memory=True), a.reps)
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional, TypeVar, Union
 
 from lightft.errors import LightftError
-from lightft.precision import DTYPES, PRECISIONS
+from lightft.precision import DTYPES, PRECISIONS, QUANT_SCHEMES
 from lightft.safe_config import load_toml, load_yaml
 from lightft.textfile import read_text_file
 
@@ -99,7 +99,7 @@ class LoraOptions(OptionGroup):
     dora: bool = opt(False, "DoRA: also train a magnitude per output row; LoRA learns the direction.", resume=True)
     quantize: str = opt("none", "Store the frozen base's block linears in 4 bits (QLoRA; LoRA only): nf4, or "
                         "q4_1 (lossless for a base converted from a Q4_1 GGUF), or not.",
-                        resume=True, choices=("none", "nf4", "q4_1"))
+                        resume=True, choices=QUANT_SCHEMES)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from typing import Iterable, Optional
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANT_SCHEMES = ("none", "nf4", "q4_1")  # --quantize: how the frozen base is stored (lightft/quant)
 FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 

@@ -1,4 +1,5 @@
-"""The blocked causal-attention backward (lightft/kernels/attention.py) against SDPA's autograd."""
+"""The attention kernels (lightft/kernels/attention.py) against SDPA's autograd: the blocked causal backward and
+the explicit-score path."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from lightft.kernels import attention
-from lightft.kernels.attention import attend, blocked_backward_applies
+from lightft.kernels.attention import attend, blocked_backward_applies, explicit_applies, explicit_attention
+from lightft.kernels.dropout import fast_dropout
 
 
 def causal_attention(q, k, v, allowed=None):
@@ -84,3 +86,63 @@ def test_blocked_backward_with_packed_documents_matches_sdpa(monkeypatch, batch_
     for name, a, b in zip("qkv", ours_grads, ref_grads):
         err = (a.float() - b).abs().max() / b.abs().max()
         assert err < 2e-2, f"d{name}: relative error {err:.4f}"
+
+
+def _padding_mask(B: int, S: int) -> torch.Tensor:
+    lengths = torch.tensor([S, S - 3, 1])[:B]
+    return (torch.arange(S)[None, :] < lengths[:, None])[:, None, None, :]  # (B, 1, 1, S), True = a real key
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("causal", [False, True])
+def test_explicit_attention_matches_sdpa(dtype, causal):
+    """No dropout: outputs and gradients of the explicit scores equal fp32 SDPA's (padding mask or causal)."""
+    torch.manual_seed(0)
+    B, H, T, hd = 3, 4, 21, 16
+    q, k, v = (torch.randn(B, T, H, hd, dtype=dtype).transpose(1, 2) for _ in range(3))
+    g = torch.randn(B, H, T, hd, dtype=dtype)
+    mask = None if causal else _padding_mask(B, T)
+    ours, ours_grads = _grads(lambda a, b, c: explicit_attention(a, b, c, mask, 0.0, causal), q, k, v, g)
+
+    def ref_fn(a, b, c):
+        return F.scaled_dot_product_attention(a.float(), b.float(), c.float(), attn_mask=mask, is_causal=causal)
+
+    ref, ref_grads = _grads(ref_fn, q, k, v, g.float())
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(ours.float(), ref, rtol=tol, atol=tol)
+    for name, a, b in zip("qkv", ours_grads, ref_grads):
+        err = (a.float() - b).abs().max() / b.abs().max()
+        assert err < tol, f"d{name}: relative error {err:.4f}"
+
+
+def test_explicit_attention_dropout_is_the_fast_mask_on_the_probabilities():
+    """With dropout, the output is P V with P dropped by kernels/dropout.py's mask (same seed, same mask)."""
+    B, H, T, hd = 2, 3, 9, 8
+    q, k, v = (torch.randn(B, H, T, hd) for _ in range(3))
+    mask = _padding_mask(B, T)
+    torch.manual_seed(5)
+    ours = explicit_attention(q, k, v, mask, 0.25, False)
+    probs = (q @ k.transpose(-2, -1) / hd ** 0.5).masked_fill(~mask, float("-inf")).softmax(-1)
+    torch.manual_seed(5)
+    expected = fast_dropout(probs, 0.25, True) @ v
+    torch.testing.assert_close(ours, expected)
+    assert not torch.allclose(ours, probs @ v)  # something was dropped
+
+
+def test_attend_takes_explicit_scores_where_sdpa_is_slow(monkeypatch):
+    bf16 = torch.randn(2, 4, 6, 8, dtype=torch.bfloat16, requires_grad=True)
+    fp32 = bf16.detach().float().requires_grad_()
+    assert explicit_applies(bf16, bf16, bf16, 0.0)  # bf16 with a padding mask: SDPA's flash backward is slow
+    assert explicit_applies(fp32, fp32, fp32, 0.1)  # attention dropout: SDPA's math path is slow
+    assert not explicit_applies(fp32, fp32, fp32, 0.0)  # fp32 without dropout: SDPA's flash path is faster
+    assert not explicit_applies(bf16, bf16[:, :2], bf16[:, :2], 0.1)  # grouped-query heads
+    with torch.no_grad():
+        assert not explicit_applies(bf16, bf16, bf16, 0.1)  # inference
+    monkeypatch.setattr(attention, "EXPLICIT_MAX_SCORES", 2 * 4 * 6 * 6 - 1)
+    assert not explicit_applies(bf16, bf16, bf16, 0.1)  # scores too large to store
+    monkeypatch.undo()
+    calls = []
+    monkeypatch.setattr(attention, "explicit_attention", lambda *a: calls.append(a) or a[0])
+    attend(fp32, fp32, fp32, None, 0.1, False)
+    attend(bf16, bf16, bf16, None, 0.0, True)  # causal bf16 without dropout: the blocked kernel instead
+    assert len(calls) == 1

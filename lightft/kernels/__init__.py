@@ -6,7 +6,9 @@ applies (a CPU, bf16, training, decoding) and is reached only through this switc
 | file              | speeds up                                               | equals                               |
 | ----------------- | ------------------------------------------------------- | ------------------------------------ |
 | attention.py      | bf16 CPU causal attention backward (blocked matmuls);   | `model.sdpa_attention`,              |
-|                   | right-padded causal batches attend without a mask       | `model.build_mask` (real positions)  |
+|                   | CPU training with attention dropout or bf16 padding     | `model.build_mask` (real positions)  |
+|                   | masks: explicit scores + the cheap dropout mask;        | (another dropout mask for the seed)  |
+|                   | right-padded causal batches attend without a mask       |                                      |
 | fused.py          | RMSNorm and RoPE forward + backward, written by hand    | `model.rms_norm`, `rope.apply_rotary` |
 | cross_entropy.py  | the LM-head loss in chunks, gradients in the same pass  | lm_head + `F.cross_entropy`          |
 | packed.py         | decoding: bf16 weights packed for oneDNN                | the model's linear layers            |

@@ -19,11 +19,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from lightft.precision import QUANT_SCHEMES
 from lightft.quant.blockwise import BlockQuantWeight, QuantLinear, quant_linear  # noqa: F401
 from lightft.quant.nf4 import NF4Weight, nf4_bits_per_weight, nf4_levels  # noqa: F401
 from lightft.quant.q4_1 import Q4_1Weight, q4_1_bits_per_weight  # noqa: F401
 
-SCHEMES = ("none", "nf4", "q4_1")
+SCHEMES = QUANT_SCHEMES  # the --quantize choices; kept torch-free in lightft/precision.py for the CLI
 
 
 def _check_scheme(scheme: str) -> None:

@@ -74,6 +74,12 @@ def nf4_levels(dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return _levels64().to(dtype)
 
 
+@functools.lru_cache(maxsize=1)
+def _level_values() -> tuple[float, ...]:
+    """`nf4_levels()` as fp32 values, computed once (every dequantisation asks for them)."""
+    return tuple(nf4_levels().tolist())
+
+
 def quantize_blocks(w: torch.Tensor, block_size: int = BLOCK_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """Any-shape float tensor -> (packed codes uint8 (n_padded/2,), absmax fp32 (n_blocks,))."""
     assert block_size % 2 == 0, "two codes per byte need an even block size"
@@ -120,7 +126,7 @@ class NF4Weight(BlockQuantWeight):
             self.register_buffer("absmax", float_bits(absmax))
 
     def levels(self) -> tuple[float, ...]:
-        return tuple(nf4_levels().tolist())
+        return _level_values()
 
     def scales(self) -> torch.Tensor:
         """The per-block absmax values, fp32 (n_blocks,)."""

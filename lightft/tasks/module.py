@@ -17,7 +17,7 @@ from torch import nn
 from lightft.checkpoint import load_checked
 from lightft.model import Transformer
 from lightft.options import OptimOptions, Options
-from lightft.tasks.optim import build_optimizer
+from lightft.tasks.optim import build_optimizer, clip_in_step, is_fused_adam
 
 
 class TaskModule(L.LightningModule):
@@ -117,6 +117,18 @@ class TaskModule(L.LightningModule):
         steps = int(self.trainer.estimated_stepping_batches)
         return build_optimizer(self, OptimOptions.of(self.opts), self.opts.resolved_lr(), max(1, steps),
                                head_names={"head"}, num_layers=self.backbone.cfg.num_layers)
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None,
+                                    gradient_clip_algorithm: Any = None) -> None:
+        """--grad-clip by global norm, done by the fused AdamW as it steps (`optim.clip_in_step`: one pass over
+        the gradients fewer) under --kernels auto; Lightning's own clipping otherwise (a loss scaler, another
+        optimiser, --kernels off)."""
+        if (gradient_clip_val and str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm)) in ("norm", "None")
+                and self.opts.kernels == "auto" and is_fused_adam(optimizer)
+                and getattr(self.trainer.precision_plugin, "scaler", None) is None):
+            clip_in_step(optimizer, float(gradient_clip_val))
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def any_rank(self, flag: Any) -> bool:
         """True if `flag` holds on any rank, decided together (collective when a Trainer runs several)."""

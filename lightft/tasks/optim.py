@@ -87,3 +87,27 @@ def build_optimizer(module: nn.Module, opts: OptimOptions, lr: float, total_step
         optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, foreach=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, opts.warmup, opts.schedule))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def is_fused_adam(optimizer: torch.optim.Optimizer) -> bool:
+    """True for torch's Adam / AdamW with the fused kernel in every parameter group."""
+    return isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) and all(
+        g.get("fused") for g in optimizer.param_groups)
+
+
+def clip_in_step(optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
+    """Clip the gradients to global L2 norm `max_norm` inside the fused AdamW's own pass over them.
+
+    `clip_grad_norm_` multiplies every gradient by min(1, max_norm / (norm + 1e-6)) in a pass of its own
+    (a read and a write of all of them) before the step reads them again. The fused kernel already
+    divides each gradient by `optimizer.grad_scale` as it reads it (that is how AMP's GradScaler unscales
+    fp16 gradients; bf16 and fp32 runs leave it unused), and writes the result back to `.grad`. Handing
+    it max(1, (norm + 1e-6) / max_norm) is the same clipping with one pass fewer: the same updates and
+    `.grad` afterwards up to float rounding (a divide instead of a multiply; no change at all when the norm
+    is below `max_norm`), tests/test_optim.py. Only for `is_fused_adam` optimisers with no loss scaler.
+    Returns the norm before clipping.
+    """
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    optimizer.grad_scale = torch.clamp((norm.float() + 1e-6) / max_norm, min=1.0)  # read by the next step(); fp32 as AMP's
+    return norm

@@ -33,6 +33,7 @@ from lightft.runs.load import chain_inputs, chain_state, init_source
 from lightft.runs.safe_output import check_not_input, claim, new_folder
 from lightft.tasks.module import TaskModule
 from lightft.tokenizer import load_tokenizer
+from lightft.train.allocator import reuse_freed_memory
 from lightft.train.callbacks import DataPosition, StepBoundProgressBar, Throughput, ValidateAtMaxSteps
 from lightft.train.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, RngState
 from lightft.train.distributed import (build_strategy, check_nodes, children_see_prepared, cluster_plugins,
@@ -303,7 +304,8 @@ def fit_and_finish(trainer: L.Trainer, module: TaskModule, dm: Any, tokenizer: A
     if opts.resume and ckpt is None and trainer.is_global_zero:
         print(f"[lightft] {run_dir}: no checkpoint yet; training again from step 0", file=sys.stderr)
     try:
-        with children_see_prepared(opts.resume), clock.phase("steps"):  # ranks Lightning starts read what this one prepared
+        # ranks Lightning starts read what this one prepared; --kernels auto: steps reuse the memory they free
+        with children_see_prepared(opts.resume), clock.phase("steps"), reuse_freed_memory(opts.kernels == "auto"):
             trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     except FloatingPointError as e:
         kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
