@@ -256,8 +256,10 @@ class RuntimeOptions(OptionGroup):
                                          "--max-length), so --compile sees few shapes; 0: off (default: 64 with "
                                          "--compile, else 0).")  # checked by resolved_pad_multiple
     grad_checkpointing: bool = opt(False, "Recompute activations in the backward pass (less memory).")
-    kernels: str = opt("auto", "Fast paths of lightft/kernels/ (auto: each where it applies) or the reference math "
-                       "of lightft/model.py only (off); same results within float rounding.", eval="override",
+    kernels: str = opt("auto", "Fast paths of lightft/kernels/, gradient clipping inside the fused AdamW and freed "
+                       "memory kept between steps (auto: each where it applies) or the reference math of "
+                       "lightft/model.py and Lightning's clipping only (off); same results within float rounding.",
+                       eval="override",
                        choices=("auto", "off"))
     progress: bool = opt(True, "Show a progress bar.", eval="override")
     requeue_signal: str = opt("SIGUSR1", "Under SLURM: the signal asking to checkpoint and requeue the job (sbatch "

@@ -5,8 +5,9 @@ word-embedding gradient of a full fine-tune, the activations). glibc serves bloc
 and by default many smaller ones, straight from the kernel with mmap and hands them back on free, so
 the next step faults every page in again: about 22,000 minor page faults (~90 MB) per MiniLM
 full-fine-tuning step at batch 32. Keeping freed memory in the heap (no mmap for large blocks, no
-trimming of the heap's top) lets the next step reuse it: 3,700 faults per step and 1.15-1.19x the
-steps per second on the 2-core AMX Xeon (benchmarks/RESULTS.md, "The step's own overhead"). PyTorch's
+trimming of the heap's top) lets the next step reuse it: about 3,000 faults per step, and whole MiniLM
+runs spend 1.13x less time in their steps (median of 3 interleaved pairs on the 2-core AMX Xeon;
+benchmarks/RESULTS.md, "The step's own overhead"). PyTorch's
 CPU performance guide gives the same reason for preloading jemalloc or tcmalloc; this needs no
 preloading and changes no numbers.
 
