@@ -66,6 +66,16 @@ def hf_folder(tmp_path):
     return make
 
 
+@pytest.fixture
+def sentiment(tmp_path):
+    """A tiny random BERT folder and 32 training / 12 validation sentiment rows (supervised_utils.SENTIMENT)."""
+    from supervised_utils import SENTIMENT, tiny_bert_dir, write_lines  # it imports this module
+
+    model = tiny_bert_dir(tmp_path / "bert")
+    rows = [{"text": t, "label": lab} for t, lab in SENTIMENT * 4]
+    return model, write_lines(tmp_path / "train.jsonl", rows), write_lines(tmp_path / "val.jsonl", rows[:12])
+
+
 def package_dir(module: str) -> Path | None:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:

@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 from lightft import precision
 from lightft.options import Options
 from lightft.runs.defaults import resolve_auto
-from supervised_utils import SENTIMENT, tiny_bert_dir, write_lines
 
 AMX_CPU = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
 AVX2_CPU = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n"
@@ -87,13 +86,6 @@ def test_a_requeued_slurm_job_keeps_the_runs_auto_values_on_another_node(monkeyp
     monkeypatch.setenv("SLURM_JOB_ID", "999")  # another job writing over the run: not a continuation
     assert run.continued_options(opts) is None
     assert resolve_auto("classify", opts, run.continued_options(opts)).precision == "32-true"
-
-
-@pytest.fixture
-def sentiment(tmp_path):
-    model = tiny_bert_dir(tmp_path / "bert")
-    rows = [{"text": t, "label": lab} for t, lab in SENTIMENT * 4]
-    return model, write_lines(tmp_path / "train.jsonl", rows), write_lines(tmp_path / "val.jsonl", rows[:12])
 
 
 def train_quietly(out: Path, **kw) -> dict:

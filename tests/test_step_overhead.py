@@ -14,7 +14,6 @@ from lightft.options import Options
 from lightft.tasks import module as task_module
 from lightft.tasks.optim import clip_in_step, is_fused_adam
 from lightft.train import allocator
-from supervised_utils import SENTIMENT, tiny_bert_dir, write_lines
 
 
 def _pair(weight_decay: float, dtype: torch.dtype = torch.float32):
@@ -55,13 +54,6 @@ def test_only_the_fused_adam_folds_the_clip():
     assert is_fused_adam(torch.optim.AdamW(p, fused=True)) and is_fused_adam(torch.optim.Adam(p, fused=True))
     assert not is_fused_adam(torch.optim.AdamW(p, foreach=True))
     assert not is_fused_adam(torch.optim.SGD(p, lr=0.1))
-
-
-@pytest.fixture
-def sentiment(tmp_path):
-    model = tiny_bert_dir(tmp_path / "bert")
-    rows = [{"text": t, "label": lab} for t, lab in SENTIMENT * 4]
-    return model, write_lines(tmp_path / "train.jsonl", rows), write_lines(tmp_path / "val.jsonl", rows[:8])
 
 
 def _train(out, sentiment, **kw) -> dict[str, torch.Tensor]:
@@ -123,18 +115,24 @@ def test_freed_memory_stays_for_the_next_step(monkeypatch):
     assert outside > 10_000 and inside < outside // 10, (outside, inside)
 
 
+class FakeLibc:
+    """glibc's two malloc calls, recorded."""
+
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return 1
+
+    def malloc_trim(self, pad: int) -> None:
+        self.calls.append(("trim", pad))
+
+
 def test_the_settings_come_back_and_freed_memory_is_returned_after_the_block(monkeypatch):
-    calls = []
-
-    class FakeLibc:
-        def mallopt(self, *a):
-            calls.append(a)
-            return 1
-
-        def malloc_trim(self, pad):
-            calls.append(("trim", pad))
-
-    monkeypatch.setattr(allocator, "glibc", lambda: FakeLibc())
+    libc = FakeLibc()
+    calls = libc.calls
+    monkeypatch.setattr(allocator, "glibc", lambda: libc)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     with pytest.raises(KeyboardInterrupt):  # also when training stops with an exception
         with allocator.reuse_freed_memory() as active:
@@ -145,14 +143,9 @@ def test_the_settings_come_back_and_freed_memory_is_returned_after_the_block(mon
 
 
 def test_freed_memory_is_left_alone_when_off_or_tuned_by_the_user(monkeypatch):
-    calls = []
-
-    class FakeLibc:
-        def mallopt(self, *a):
-            calls.append(a)
-            return 1
-
-    monkeypatch.setattr(allocator, "glibc", lambda: FakeLibc())
+    libc = FakeLibc()
+    calls = libc.calls
+    monkeypatch.setattr(allocator, "glibc", lambda: libc)
     with allocator.reuse_freed_memory(enabled=False) as active:
         assert not active
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1000000")

@@ -24,12 +24,10 @@ from lightft.quant.blockwise import BlockQuantWeight, QuantLinear, quant_linear 
 from lightft.quant.nf4 import NF4Weight, nf4_bits_per_weight, nf4_levels  # noqa: F401
 from lightft.quant.q4_1 import Q4_1Weight, q4_1_bits_per_weight  # noqa: F401
 
-SCHEMES = QUANT_SCHEMES  # the --quantize choices; kept torch-free in lightft/precision.py for the CLI
-
 
 def _check_scheme(scheme: str) -> None:
-    if scheme not in SCHEMES[1:]:
-        raise ValueError(f"unknown quantisation scheme {scheme!r}; choose one of {', '.join(SCHEMES[1:])}")
+    if scheme not in QUANT_SCHEMES[1:]:  # the --quantize choices (torch-free in lightft/precision.py for the CLI)
+        raise ValueError(f"unknown quantisation scheme {scheme!r}; choose one of {', '.join(QUANT_SCHEMES[1:])}")
 
 
 def quantized_weight(scheme: str, weight: torch.Tensor, double_quant: bool = True) -> BlockQuantWeight:

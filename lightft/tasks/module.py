@@ -123,7 +123,7 @@ class TaskModule(L.LightningModule):
         """--grad-clip by global norm, done by the fused AdamW as it steps (`optim.clip_in_step`: one pass over
         the gradients fewer) under --kernels auto; Lightning's own clipping otherwise (a loss scaler, another
         optimiser, --kernels off)."""
-        if (gradient_clip_val and str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm)) in ("norm", "None")
+        if (gradient_clip_val and gradient_clip_algorithm in (None, "norm")  # GradClipAlgorithmType.NORM == "norm"
                 and self.opts.kernels == "auto" and is_fused_adam(optimizer)
                 and getattr(self.trainer.precision_plugin, "scaler", None) is None):
             clip_in_step(optimizer, float(gradient_clip_val))

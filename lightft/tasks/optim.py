@@ -104,7 +104,7 @@ def clip_in_step(optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Ten
     fp16 gradients; bf16 and fp32 runs leave it unused), and writes the result back to `.grad`. Handing
     it max(1, (norm + 1e-6) / max_norm) is the same clipping with one pass fewer: the same updates and
     `.grad` afterwards up to float rounding (a divide instead of a multiply; no change at all when the norm
-    is below `max_norm`), tests/test_optim.py. Only for `is_fused_adam` optimisers with no loss scaler.
+    is below `max_norm`), tests/test_step_overhead.py. Only for `is_fused_adam` optimisers with no loss scaler.
     Returns the norm before clipping.
     """
     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
