@@ -128,3 +128,19 @@ def test_chunked_loss_matches_full_logits():
     g1 = torch.autograd.grad(nll, hidden)[0]
     g2 = torch.autograd.grad(expected, hidden)[0]
     torch.testing.assert_close(g1, g2)
+
+
+def test_metric_sums_stay_float32_under_bf16_true(tmp_path):
+    """Lightning's bf16-true casts the whole module; the token-loss sums must not round to bf16 with it."""
+    from lightning.pytorch.plugins.precision import HalfPrecision
+
+    module = HalfPrecision("bf16-true").convert_module(CausalLMModule(load_model(tiny_decoder(tmp_path, "llama")),
+                                                                      Options()))
+    assert next(module.backbone.parameters()).dtype == torch.bfloat16  # the weights were cast
+    nll, tokens = module.metrics["val"]["nll"], module.metrics["val"]["tokens"]
+    for _ in range(40):  # 40 batches of 1,000.3 nats over 333 tokens: bf16 would keep only ~3 digits of the sum
+        nll.update(torch.tensor(1000.3, dtype=torch.bfloat16).float())
+        tokens.update(torch.tensor(333.0))
+    got = module.metrics_for("val")
+    assert got["tokens"].dtype == torch.float32 and got["tokens"].item() == 13320
+    torch.testing.assert_close(got["token_loss"], torch.tensor(40 * 1000.0 / 13320), rtol=1e-6, atol=0)
