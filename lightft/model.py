@@ -95,6 +95,21 @@ class Ops:
     kernels: str = "off"  # which functions these are: "off" = the references, "auto" = lightft.kernels
 
 
+class Dropout(nn.Module):
+    """`ops.drop` as a module, for dropout that lives outside the blocks (LoRA's input dropout), so the
+    kernels switch reaches it as it reaches the blocks' own dropout."""
+
+    def __init__(self, p: float, ops: Optional[Ops] = None):
+        super().__init__()
+        self.p, self.ops = p, ops or Ops()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops.drop(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class RMSNorm(nn.Module):
     """x / rms(x) * weight (`rms_norm`), the Llama family's norm."""
 

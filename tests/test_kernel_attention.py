@@ -146,3 +146,19 @@ def test_attend_takes_explicit_scores_where_sdpa_is_slow(monkeypatch):
     attend(fp32, fp32, fp32, None, 0.1, False)
     attend(bf16, bf16, bf16, None, 0.0, True)  # causal bf16 without dropout: the blocked kernel instead
     assert len(calls) == 1
+
+
+def test_attention_layer_benchmark_runs_every_case():
+    """benchmarks/attention_layer.py (the docstring's one-layer timings) runs at toy sizes and prints each row."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "benchmarks/attention_layer.py", "--batch", "2", "--lengths", "8,12",
+                          "--decoder-length", "16", "--reps", "1"], cwd=repo, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| encoder") or line.startswith("| decoder")]
+    assert len(rows) == 2 * 3 + 1 and all(line.endswith("x |") for line in rows)

@@ -66,3 +66,24 @@ def test_activation_checkpointing_replays_the_same_masks(hf_folder):
         model(ids, attention_mask=torch.ones_like(ids), return_logits=False).hidden_states.square().sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert torch.equal(grads[0], grads[1])
+
+
+def test_lora_input_dropout_follows_the_switch(hf_folder):
+    """LoRA's input dropout draws through the model's `ops` like the blocks' own: the cheap mask under "auto",
+    torch's under "off" (one `Ops` object, changed in place by the switch); the rate and scale hold."""
+    from lightft.checkpoint import load_model
+    from lightft.kernels import use_kernels
+    from lightft.lora import apply_lora, lora_layers
+
+    _, folder = hf_folder("llama")
+    model = load_model(folder)
+    apply_lora(model, "all-linear", r=4, dropout=0.25)
+    layers = [layer for _, layer in lora_layers(model)]
+    use_kernels(model, "auto")
+    assert all(layer.lora_dropout.ops.drop is fast_dropout and layer.lora_dropout.p == 0.25 for layer in layers)
+    drop = layers[0].lora_dropout.train()
+    kept = drop(torch.ones(200, 500))  # (200, 500): 100k draws
+    assert torch.allclose(kept[kept != 0], torch.tensor(1 / 0.75))
+    assert abs((kept == 0).float().mean().item() - 0.25) < 0.01
+    use_kernels(model, "off")
+    assert all(layer.lora_dropout.ops.drop is dropout for layer in layers)

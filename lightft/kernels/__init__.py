@@ -13,8 +13,8 @@ applies (a CPU, bf16, training, decoding) and is reached only through this switc
 | cross_entropy.py  | the LM-head loss in chunks, gradients in the same pass  | lm_head + `F.cross_entropy`          |
 | packed.py         | decoding: bf16 weights packed for oneDNN                | the model's linear layers            |
 | lookup.py         | batch-1 greedy decoding: drafted tokens checked at once | the plain greedy loop (generate.py)  |
-| dropout.py        | CPU training dropout: 16-bit random numbers, 4 per draw | `model.dropout` in rate and scale    |
-|                   |                                                         | (another mask for the same seed)     |
+| dropout.py        | CPU training dropout (hidden states, attention scores,  | `model.dropout` in rate and scale    |
+|                   | LoRA inputs): 16-bit random numbers, 4 per draw         | (another mask for the same seed)     |
 
 How they are reached: `use_kernels` swaps the functions in the model's `Ops` (model.py), the one
 object every module calls its replaceable math through; parameters, state dict and config do not

@@ -88,7 +88,8 @@ def wrap_modules(model: nn.Module, paths: Sequence[str], r: int, alpha: float, d
         parent = model.get_submodule(parent_name)
         linear = getattr(parent, child)
         assert isinstance(linear, nn.Linear), f"{path} is {type(linear).__name__}, not nn.Linear"
-        setattr(parent, child, (DoRALinear if dora else LoRALinear)(linear, r, alpha, dropout, rslora))
+        setattr(parent, child, (DoRALinear if dora else LoRALinear)(linear, r, alpha, dropout, rslora,
+                                                                     ops=getattr(model, "ops", None)))
     return list(paths)
 
 

@@ -33,13 +33,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightft.lora.layer import LoRALinear
+from lightft.model import Ops
 
 
 class DoRALinear(LoRALinear):
     """LoRALinear plus a trainable magnitude per output row (`lora_magnitude_vector`, shape (out,))."""
 
-    def __init__(self, linear: nn.Linear, r: int, alpha: float, dropout: float = 0.0, rslora: bool = False):
-        super().__init__(linear, r, alpha, dropout, rslora)
+    def __init__(self, linear: nn.Linear, r: int, alpha: float, dropout: float = 0.0, rslora: bool = False,
+                 ops: Optional[Ops] = None):
+        super().__init__(linear, r, alpha, dropout, rslora, ops)
         dtype = self.lora_A.dtype
         self.lora_magnitude_vector = nn.Parameter(torch.empty(self.out_features, dtype=dtype,
                                                               device=self.lora_A.device))  # (out,)

@@ -32,16 +32,21 @@ the layer a full-precision `weight` = dequantised W + ΔW (and `unmerge()` drops
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightft.model import Dropout, Ops
+
 
 class LoRALinear(nn.Linear):
     """y = base(x) + scaling · B(A(dropout(x))) with the base weight and bias frozen."""
 
-    def __init__(self, linear: nn.Linear, r: int, alpha: float, dropout: float = 0.0, rslora: bool = False):
+    def __init__(self, linear: nn.Linear, r: int, alpha: float, dropout: float = 0.0, rslora: bool = False,
+                 ops: Optional[Ops] = None):
+        """`ops`: the wrapped model's `Ops` (model.py), so the input dropout follows its kernels switch."""
         assert r > 0, "r must be positive (apply_lora checks user input)"
         # Build on `meta` (no memory, no init), then adopt the existing parameters: no copy of W.
         super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
@@ -61,7 +66,7 @@ class LoRALinear(nn.Linear):
         if self.lora_A.device.type != "meta":
             # Same init as nn.Linear's weight (and PEFT's lora_A): Kaiming-uniform with a = sqrt(5).
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_dropout = Dropout(dropout, ops) if dropout > 0 else nn.Identity()
         self.merged = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,7 @@ def save_adapter(model: Transformer, out_dir: PathLike, base_model_name_or_path:
     if not layers:
         raise LightftError("the model has no LoRA layers to export; train with LoRA or export merged weights")
     first = layers[0][1]
-    dropout = first.lora_dropout.p if isinstance(first.lora_dropout, nn.Dropout) else 0.0
+    dropout = getattr(first.lora_dropout, "p", 0.0)  # model.Dropout, or nn.Identity when there is none
     tensors, chosen = {}, set()
     for name, layer in layers:
         path = hf_module_path(model, name)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Domain-adaptive pretraining recipe (task lm): SmolLM2 + LoRA on the medical abstracts' carved train part,
+# Domain-adaptive pretraining recipe (task lm): SmolLM2, fully fine-tuned on the medical abstracts' carved train part,
 # perplexity on the held-out whole abstracts (scripts/carve_splits.py) before (BASE/medical-lm.json, measured
 # once) and after (OUT/metrics.json). Settings and budget: scripts/decoder/medical-lm.toml.
 #   scripts/decoder/medical_lm.sh [more lightft train flags]     (env: scripts/recipe_env.sh; OUT=<run folder>)
@@ -14,7 +14,9 @@ if [[ ! -f "$BASE/medical-lm.json" ]]; then
     --max-length "$(toml_get $TOML max_length)" --no-progress ${INFER_DTYPE[@]+"${INFER_DTYPE[@]}"} --metrics-out "$BASE/medical-lm.json"
 fi
 python -m lightft train lm --config $TOML --model "$MODEL" --train "$MED/train.txt" --val "$MED/validation.txt" \
-  --out "$OUT" ${REPLACE[@]+"${REPLACE[@]}"} --seed "$SEED" --threads "$THREADS" ${DECODER_PRECISION[@]+"${DECODER_PRECISION[@]}"} "$@"
+  --out "$OUT" ${REPLACE[@]+"${REPLACE[@]}"} --seed "$SEED" --threads "$THREADS" "$@"
+# (no DECODER_PRECISION: every weight trains, so lightft's --precision auto keeps fp32 weights under bf16
+# autocast where the CPU has it; bf16-true would round the updates away: see lightft/precision.py)
 python - "$BASE/medical-lm.json" "$OUT/metrics.json" <<'PY'
 import json, sys
 base, after = (json.load(open(f)) for f in sys.argv[1:])
