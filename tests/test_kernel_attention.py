@@ -139,7 +139,8 @@ def test_attend_takes_explicit_scores_where_sdpa_is_slow(monkeypatch):
     with torch.no_grad():
         assert not explicit_applies(bf16, bf16, bf16, 0.1)  # inference
     monkeypatch.setattr(attention, "EXPLICIT_MAX_SCORES", 2 * 4 * 6 * 6 - 1)
-    assert not explicit_applies(bf16, bf16, bf16, 0.1)  # scores too large to store
+    assert not explicit_applies(bf16, bf16, bf16, 0.0)  # scores too large to store: SDPA's flash path stores none
+    assert explicit_applies(bf16, bf16, bf16, 0.1)  # with dropout SDPA's math path stores them as well
     monkeypatch.undo()
     calls = []
     monkeypatch.setattr(attention, "explicit_attention", lambda *a: calls.append(a) or a[0])

@@ -206,3 +206,23 @@ def test_merged_export_copies_tokenizer_files_and_keeps_model(hf_folder, tmp_pat
     ids = torch.randint(3, 99, (1, 5))
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, model(ids).logits, rtol=0, atol=1e-5)
+
+
+def test_under_autocast_the_adapter_input_skips_the_fp32_round_trip():
+    """Under bf16 autocast a bf16 input goes to the A matmul as it is: the same bits as casting it to the fp32
+    factors' dtype first (autocast casts it straight back), without the two extra passes."""
+    import torch.nn.functional as F
+
+    from lightft.lora.layer import LoRALinear
+
+    torch.manual_seed(0)
+    layer = LoRALinear(torch.nn.Linear(48, 40), r=4, alpha=8.0).bfloat16()
+    layer.lora_A.data, layer.lora_B.data = torch.randn(4, 48), torch.randn(40, 4)  # fp32 factors, B non-zero
+    x = torch.randn(3, 5, 48).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(x)
+        old = F.linear(x, layer.weight, layer.bias).add_(
+            F.linear(F.linear(x.to(torch.float32), layer.lora_A), layer.lora_B).to(torch.bfloat16), alpha=layer.scaling)
+        assert layer.to_factor_dtype(x) is x  # no copy under autocast
+    assert got.dtype == torch.bfloat16 and torch.equal(got, old)
+    assert layer.to_factor_dtype(x).dtype == torch.float32  # outside it: the factors' dtype, as before

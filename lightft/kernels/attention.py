@@ -35,7 +35,9 @@ MiniLM-shaped layer (batch 32, 12 heads of 32, padding mask, 2 threads, AMX Xeon
 SDPA 10.0 ms, explicit 3.9 ms; 64 tokens: 23.8 vs 6.2 ms; 128: 88 vs 19 ms; bf16 without dropout, 40
 tokens: SDPA 33 ms, explicit 3.9 ms. In fp32 without dropout SDPA's flash path is the faster one (64
 tokens: 6.0 vs 9.3 ms), so it keeps that case. The scores are stored for backward (B·H·T·S elements in
-fp32): used only up to EXPLICIT_MAX_SCORES elements, SDPA beyond. Numerics as BERT's eager attention under
+fp32). With dropout SDPA's math path stores them as well (and more), so the explicit path is taken at any
+size; without dropout only up to EXPLICIT_MAX_SCORES elements, where SDPA's flash path, which stores none,
+takes over. Numerics as BERT's eager attention under
 autocast: bf16 scores, softmax in fp32, bf16 probabilities.
 
 Used where it wins: CPU training with attention dropout, or bf16 CPU training that the blocked kernel does
@@ -149,8 +151,9 @@ def explicit_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout:
     """True where `attend` computes the scores explicitly (see the module docstring)."""
     B, H, T, _ = q.shape
     return (q.device.type == "cpu" and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-            and (dropout > 0.0 or q.dtype == torch.bfloat16) and k.shape[1] == H
-            and B * H * T * k.shape[2] <= EXPLICIT_MAX_SCORES)
+            and k.shape[1] == H
+            # with dropout SDPA's math path stores every score too, so no cap; without, its flash path does not
+            and (dropout > 0.0 or (q.dtype == torch.bfloat16 and B * H * T * k.shape[2] <= EXPLICIT_MAX_SCORES)))
 
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],

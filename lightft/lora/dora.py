@@ -69,7 +69,7 @@ class DoRALinear(LoRALinear):
             return out
         x_d = self.lora_dropout(x)
         scale = (self.lora_magnitude_vector.float() / self.weight_norm()).to(out.dtype)  # (out,), grad -> m only
-        lora = F.linear(F.linear(x_d.to(self.lora_A.dtype), self.lora_A), self.lora_B).to(out.dtype)
+        lora = F.linear(F.linear(self.to_factor_dtype(x_d), self.lora_A), self.lora_B).to(out.dtype)
         if isinstance(self.lora_dropout, nn.Identity) or not self.training:  # x_d == x: reuse x Wᵀ
             base = out if self.bias is None else out - self.bias
         else:  # dropout: PEFT applies the magnitude correction to the dropped-out input

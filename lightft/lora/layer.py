@@ -74,9 +74,14 @@ class LoRALinear(nn.Linear):
         if self.merged:
             return out  # ΔW already lives in self.weight
         # (…, in) -> (…, r) -> (…, out); two thin matmuls, ΔW is never formed.
-        update = F.linear(F.linear(self.lora_dropout(x).to(self.lora_A.dtype), self.lora_A), self.lora_B)
+        update = F.linear(F.linear(self.to_factor_dtype(self.lora_dropout(x)), self.lora_A), self.lora_B)
         # In place: the matmul's backward does not need its output, so this saves one (…, out) tensor.
         return out.add_(update.to(out.dtype), alpha=self.scaling)
+
+    def to_factor_dtype(self, x: torch.Tensor) -> torch.Tensor:
+        """x in the factors' dtype for the A matmul; under autocast x stays as it is, since autocast would
+        cast it back for the matmul anyway (bf16 -> fp32 -> bf16 is exact): two passes over x fewer."""
+        return x if torch.is_autocast_enabled(x.device.type) else x.to(self.lora_A.dtype)
 
     # --- the frozen base ------------------------------------------------------------------------
     @property
