@@ -3,7 +3,7 @@
 The source of the one-layer timings in lightft/kernels/attention.py's docstring. For each case it times
 `torch.nn.functional.scaled_dot_product_attention` (what lightft/model.py's reference `sdpa_attention`
 calls) and the kernel `attend` would pick there, in turns (`--reps` each, interleaved), and prints the
-median milliseconds and their ratio:
+median milliseconds, their ratio and whether `attend` takes the kernel at that shape:
 
     explicit   encoder (MiniLM: 12 heads of 32), right-padded batch, with and without attention dropout,
                fp32 and bf16: kernels/attention.explicit_attention
@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from lightft.kernels.attention import _blocked_attention, explicit_attention  # noqa: E402
+from lightft.kernels.attention import (_blocked_attention, blocked_backward_applies, explicit_applies,  # noqa: E402
+                                       explicit_attention)
 from lightft.model import sdpa_attention  # noqa: E402
 
 
@@ -76,8 +77,8 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     print(f"threads {a.threads}, torch {torch.__version__}; median ms of forward + backward over {a.reps} reps\n")
-    print("| case | SDPA (reference) | lightft kernel | ratio |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| case | SDPA (reference) | lightft kernel | ratio | `attend` takes the kernel |")
+    print("| --- | ---: | ---: | ---: | --- |")
     cases = [(f"encoder B={a.batch} T={t} {name} dropout {p_drop}", a.batch, 12, 12, t, 32, dtype, True, p_drop, False)
              for t in map(int, a.lengths.split(","))
              for name, dtype, p_drop in (("fp32", torch.float32, 0.1), ("bf16", torch.bfloat16, 0.1),
@@ -86,6 +87,7 @@ def main() -> None:
                   torch.bfloat16, False, 0.0, True))
     for label, batch, heads, kv, length, hd, dtype, padded, p_drop, causal in cases:
         q, k, v, mask = inputs(batch, heads, kv, length, hd, dtype, padded)
+        applies = (blocked_backward_applies if causal else explicit_applies)(q, k, v, p_drop)
         if causal:
             kernel = lambda: _blocked_attention(q, k, v, mask)  # noqa: E731
         else:
@@ -93,7 +95,8 @@ def main() -> None:
         reference = lambda: sdpa_attention(q, k, v, mask, p_drop, causal)  # noqa: E731
         ref_ms, kernel_ms = median_ms(lambda: fwd_bwd(reference, (q, k, v)), lambda: fwd_bwd(kernel, (q, k, v)),
                                       a.reps)
-        print(f"| {label} | {ref_ms:.1f} | {kernel_ms:.1f} | {ref_ms / kernel_ms:.2f}x |", flush=True)
+        taken = "yes" if applies else "no: SDPA (stored scores over the cap)" if not causal else "no"
+        print(f"| {label} | {ref_ms:.1f} | {kernel_ms:.1f} | {ref_ms / kernel_ms:.2f}x | {taken} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -162,4 +162,4 @@ def test_attention_layer_benchmark_runs_every_case():
                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| encoder") or line.startswith("| decoder")]
-    assert len(rows) == 2 * 3 + 1 and all(line.endswith("x |") for line in rows)
+    assert len(rows) == 2 * 3 + 1 and all(line.endswith("| yes |") for line in rows)

@@ -31,10 +31,11 @@ Used only where it wins: bf16, CPU, causal, no attention dropout, query length =
 dropout on P with the cheap mask of kernels/dropout.py, then P V — what BERT's own attention code does.
 SDPA on CPU has two slow training paths: with attention dropout it takes its "math" path (one Bernoulli
 draw per score, fp32 copies), and in bf16 with a padding mask its flash backward. Measured fwd + bwd of one
-MiniLM-shaped layer (batch 32, 12 heads of 32, padding mask, 2 threads, AMX Xeon): 40 tokens, dropout 0.1:
-SDPA 10.0 ms, explicit 3.9 ms; 64 tokens: 23.8 vs 6.2 ms; 128: 88 vs 19 ms; bf16 without dropout, 40
-tokens: SDPA 33 ms, explicit 3.9 ms. In fp32 without dropout SDPA's flash path is the faster one (64
-tokens: 6.0 vs 9.3 ms), so it keeps that case. The scores are stored for backward (B·H·T·S elements in
+MiniLM-shaped layer (batch 32, 12 heads of 32, padding mask, 2 threads, AMX Xeon; benchmarks/attention_layer.py
+re-runs these; session 9's run): bf16, dropout 0.1, 40 tokens:
+SDPA 16.6 ms, explicit 10.6 ms; 64 tokens: 23.0 vs 11.5 ms; 128: 106 vs 59 ms; bf16 without dropout, 40
+tokens: SDPA 54 ms, explicit 6.6 ms. In fp32 without dropout SDPA's flash path is the faster one (64
+tokens: 6.0 vs 9.3 ms, session 8), so it keeps that case. The scores are stored for backward (B·H·T·S elements in
 fp32). With dropout SDPA's math path stores them as well (and more), so the explicit path is taken at any
 size; without dropout only up to EXPLICIT_MAX_SCORES elements, where SDPA's flash path, which stores none,
 takes over. Numerics as BERT's eager attention under
