@@ -209,4 +209,3 @@ def test_sentencepiece_tokenizer_metadata_round_trip(tmp_path):
         (again / name).write_text(json.dumps(data))
     text = "hello world é hell"
     assert load_tokenizer(again).encode(text) == load_tokenizer(tmp_path).encode(text)
-

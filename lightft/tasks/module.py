@@ -41,7 +41,7 @@ class TaskModule(L.LightningModule):
         """Casting the module (`.to(torch.bfloat16)`, as Lightning does under --precision bf16-true) leaves
         the metrics' float states in float32: torchmetrics guards `.half()` / `.float()` but not
         `.to(dtype)`, and a bf16 sum of 68,000 token losses keeps three significant digits (each batch's
-        sum rounded to the nearest 512 or 1,024), which moved a reported perplexity by ~1 %."""
+        sum rounded to the nearest 512 or 1,024): reported perplexities came out as bf16 numbers (19.125)."""
         super()._apply(fn, *args, **kwargs)
         for metric in self.modules():
             if isinstance(metric, Metric) and any(
