@@ -56,22 +56,37 @@ def model_and_collator(spec: dict[str, Any], tok: Any, names: list[str], dtype: 
     import transformers
 
     task = spec["task"]
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     if task == "classify":
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(spec["model"], num_labels=len(names))
-        return model, transformers.DataCollatorWithPadding(tok)
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(spec["model"], num_labels=len(names),
+                                                                                dtype=dtype)
+        if model.config.pad_token_id is None:  # a decoder pools its last non-padding token: it must know padding
+            model.config.pad_token_id = tok.pad_token_id
+        return with_lora(model, spec, "SEQ_CLS"), transformers.DataCollatorWithPadding(tok)
     if task == "ner":
         model = transformers.AutoModelForTokenClassification.from_pretrained(spec["model"], num_labels=len(names))
         return model, transformers.DataCollatorForTokenClassification(tok)
     model = transformers.AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
-    if spec["lora"]:
-        import peft
+    return with_lora(model, spec, "CAUSAL_LM"), transformers.DataCollatorForSeq2Seq(tok, label_pad_token_id=-100,
+                                                                                     padding=True)
 
-        cfg = peft.LoraConfig(task_type=peft.TaskType.CAUSAL_LM, r=spec["lora_r"], lora_alpha=spec["lora_alpha"],
-                              lora_dropout=spec["lora_dropout"], target_modules=spec["lora_modules"])
-        model = peft.get_peft_model(model, cfg)  # adapters in fp32 over a bf16 base (autocast_adapter_dtype)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return model, transformers.DataCollatorForSeq2Seq(tok, label_pad_token_id=-100, padding=True)
+
+def with_lora(model: Any, spec: dict[str, Any], task_type: str) -> Any:
+    """PEFT LoRA over the model when the workload asks for it: adapters in fp32 over a bf16 base (PEFT's
+    autocast_adapter_dtype). For SEQ_CLS, PEFT trains a copy of the new head (`score` / `classifier`,
+    modules_to_save) in the base's dtype; it is cast to fp32 here, as lightft keeps every trained weight."""
+    if not spec["lora"]:
+        return model
+    import peft
+
+    cfg = peft.LoraConfig(task_type=getattr(peft.TaskType, task_type), r=spec["lora_r"], lora_alpha=spec["lora_alpha"],
+                          lora_dropout=spec["lora_dropout"], target_modules=spec["lora_modules"])
+    model = peft.get_peft_model(model, cfg)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    return model
 
 
 def main(spec_file: str) -> None:

