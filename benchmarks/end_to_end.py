@@ -7,7 +7,8 @@ validation, checkpoints, final weights), on the same records, with the same sett
     Trainer : benchmarks/e2e_trainer.py, configured as the transformers / PEFT docs recommend
 
 Rounds are interleaved (lightft first in odd rounds, the Trainer first in even ones), so a change in
-the machine's load hits both sides alike. Reported per run: real (non-padding) training tokens per
+the machine's load hits both sides alike; runs of one round each (one per seed) alternate with
+--trainer-first. Reported per run: real (non-padding) training tokens per
 second over the training run (lightft: `Trainer.fit`, Trainer: `trainer.train()`, both with their
 validation and checkpoints), the whole process's wall time and peak RSS (os.wait4 of the child), and
 the final metric; then a markdown table ready for benchmarks/RESULTS.md.
@@ -248,6 +249,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="auto: lightft without precision flags, the Trainer bf16 where lightft resolves bf16")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--trainer-first", action="store_true", help="the Trainer first in odd rounds (lightft first in "
+                   "even ones): alternate it between one-round runs, e.g. one per seed")
     p.add_argument("--data", default=str(DATA), help="folder of the shared data sets (default: $LIGHTFT_DATA or "
                    "../shared/data)")
     p.add_argument("--lightft-src", help="run the lightft side from this checkout (e.g. one from before issue 18, "
@@ -296,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
                 files = (trainer_records(w, model, "train", w["limit_train"], run),
                          trainer_records(w, model, "val", w["limit_val"], run))
                 side_env = {**env, "LIGHTFT_CACHE": str(run / "cache")}  # a first run: no token cache yet
-                order = ("lightft", "trainer") if rnd % 2 == 0 else ("trainer", "lightft")
+                order = ("lightft", "trainer") if (rnd + a.trainer_first) % 2 == 0 else ("trainer", "lightft")
                 out: dict[str, Any] = {"workload": name, "round": rnd + 1, "order": order,
                                        "loadavg": os.getloadavg()[0]}
                 for side in order:
