@@ -18,6 +18,8 @@ the final metric; then a markdown table ready for benchmarks/RESULTS.md.
     python benchmarks/end_to_end.py --limit-train 64 --limit-val 32   # smaller, for a busy machine
     python benchmarks/end_to_end.py --smoke --rounds 1       # the real models on 32 / 8 examples: a few minutes
     python benchmarks/end_to_end.py --tiny                   # tiny random models, a few examples: checks the script
+    python benchmarks/end_to_end.py --workloads sst2 --sides trainer --limit-train 1200  # one side (no ratio): e.g.
+                                   # the Trainer on the examples it gets through in lightft's time (same wall clock)
 
 Workloads (sizes as flags): alpaca = SmolLM2-135M-Instruct LoRA q,v r8 instruct tuning, 256 examples,
 batch 8, <= 512 tokens; sst2 = MiniLM-L6 full fine-tuning, 2,000 sentences, batch 32, <= 128 tokens;
@@ -199,32 +201,38 @@ def spread(values: list[float], fmt: str) -> str:
 
 def table(results: list[dict[str, Any]], header: dict[str, Any]) -> str:
     """Markdown: per workload and side the spread over rounds, then the lightft / Trainer ratios per round."""
+    precisions = "/".join(sorted({r["lightft"]["precision"] for r in results if "lightft" in r}))
     lines = [f"`{header['command']}` — {header['cpu']}, {header['threads']} thread(s), load average "
              f"{header['load_start']:.1f} at the start, {header['load_end']:.1f} at the end; lightft ran with "
-             f"--precision {'/'.join(sorted({r['lightft']['precision'] for r in results}))}"
+             f"--precision {precisions or '(not run)'}"
              f"{' from ' + header['lightft_src'] if header.get('lightft_src') else ''}, the Trainer "
              f"{'with bf16' if header['trainer_bf16'] else 'in fp32'}",
              "", "| workload | side | real tokens/s (training run) | process s | peak RSS GB | metric |",
              "|---|---|---:|---:|---:|---|"]
     for name in dict.fromkeys(r["workload"] for r in results):
         rows = [r for r in results if r["workload"] == name]
-        for side in ("lightft", "trainer"):
+        for side in [s for s in ("lightft", "trainer") if all(s in r for r in rows)]:
             rs = [r[side] for r in rows]
             lines.append(f"| {name} | {'lightft' if side == 'lightft' else 'Trainer'} | "
                          f"{spread([x['tokens'] / x['train_s'] for x in rs], '.0f')} | "
                          f"{spread([x['process_s'] for x in rs], '.1f')} | {spread([x['rss'] / 1e9 for x in rs], '.2f')} | "
                          f"{WORKLOADS[name]['metric']} {spread([x['metric'] for x in rs], '.4f')} |")
+        if not all("lightft" in r and "trainer" in r for r in rows):
+            continue  # --sides ran one of them: no ratio
         tok = [(r["lightft"]["tokens"] / r["lightft"]["train_s"]) / (r["trainer"]["tokens"] / r["trainer"]["train_s"])
                for r in rows]
         wall = [r["trainer"]["process_s"] / r["lightft"]["process_s"] for r in rows]
         rss = [r["lightft"]["rss"] / r["trainer"]["rss"] for r in rows]
         lines.append(f"| {name} | **ratio** | **{spread(tok, '.2f')}×** | {spread(wall, '.2f')}× faster | "
                      f"{spread(rss, '.2f')}× | |")
+    if not any("lightft" in r for r in results):
+        return "\n".join(lines)
     lines += ["", "lightft time split (s, mean over rounds; metrics.json `time_split`; report: samples.json and "
               "report.html)", "", "| workload | load | data | steps | validation | checkpoints | probe | report | other "
               "| total |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in dict.fromkeys(r["workload"] for r in results):
-        splits = [r["lightft"]["time_split"] for r in results if r["workload"] == name and r["lightft"]["time_split"]]
+        splits = [r["lightft"]["time_split"] for r in results
+                  if r["workload"] == name and "lightft" in r and r["lightft"]["time_split"]]
         keys = ("load", "data", "steps", "validation", "checkpoints", "probe", "report", "other", "total")
         if splits:  # a lightft from before issue 18 (--lightft-src) writes no time split
             lines.append(f"| {name} | " + " | ".join(f"{sum(s.get(k, 0) for s in splits) / len(splits):.1f}"
@@ -249,6 +257,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="auto: lightft without precision flags, the Trainer bf16 where lightft resolves bf16")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--sides", default="lightft,trainer", help="run only these sides (comma list of lightft, "
+                   "trainer): e.g. the Trainer alone on fewer examples, for a same-wall-clock comparison")
     p.add_argument("--trainer-first", action="store_true", help="the Trainer first in odd rounds (lightft first in "
                    "even ones): alternate it between one-round runs, e.g. one per seed")
     p.add_argument("--data", default=str(DATA), help="folder of the shared data sets (default: $LIGHTFT_DATA or "
@@ -265,6 +275,9 @@ def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     DATA = Path(a.data)
     names = [n.strip() for n in a.workloads.split(",") if n.strip()]
+    sides = {s.strip() for s in a.sides.split(",") if s.strip()}
+    if not sides or not sides <= {"lightft", "trainer"}:
+        raise SystemExit(f"--sides {a.sides!r}: a comma list of lightft, trainer")
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         raise SystemExit(f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)}")
@@ -302,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
                 order = ("lightft", "trainer") if (rnd + a.trainer_first) % 2 == 0 else ("trainer", "lightft")
                 out: dict[str, Any] = {"workload": name, "round": rnd + 1, "order": order,
                                        "loadavg": os.getloadavg()[0]}
-                for side in order:
+                for side in [s for s in order if s in sides]:
                     out[side] = lightft_side(w, a, model, run, side_env) if side == "lightft" else \
                         trainer_side(w, a, model, run, side_env, files, bf16)
                 print(json.dumps(out), flush=True)
