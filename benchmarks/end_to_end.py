@@ -313,9 +313,10 @@ def main(argv: list[str] | None = None) -> None:
                          trainer_records(w, model, "val", w["limit_val"], run))
                 side_env = {**env, "LIGHTFT_CACHE": str(run / "cache")}  # a first run: no token cache yet
                 order = ("lightft", "trainer") if (rnd + a.trainer_first) % 2 == 0 else ("trainer", "lightft")
+                order = tuple(s for s in order if s in sides)  # the sides this run starts, in turn
                 out: dict[str, Any] = {"workload": name, "round": rnd + 1, "order": order,
                                        "loadavg": os.getloadavg()[0]}
-                for side in [s for s in order if s in sides]:
+                for side in order:
                     out[side] = lightft_side(w, a, model, run, side_env) if side == "lightft" else \
                         trainer_side(w, a, model, run, side_env, files, bf16)
                 print(json.dumps(out), flush=True)
