@@ -211,14 +211,15 @@ def table(results: list[dict[str, Any]], header: dict[str, Any]) -> str:
              "|---|---|---:|---:|---:|---|"]
     for name in dict.fromkeys(r["workload"] for r in results):
         rows = [r for r in results if r["workload"] == name]
-        for side in [s for s in ("lightft", "trainer") if all(s in r for r in rows)]:
+        present = [s for s in ("lightft", "trainer") if all(s in r for r in rows)]  # --sides may have run one
+        for side in present:
             rs = [r[side] for r in rows]
             lines.append(f"| {name} | {'lightft' if side == 'lightft' else 'Trainer'} | "
                          f"{spread([x['tokens'] / x['train_s'] for x in rs], '.0f')} | "
                          f"{spread([x['process_s'] for x in rs], '.1f')} | {spread([x['rss'] / 1e9 for x in rs], '.2f')} | "
                          f"{WORKLOADS[name]['metric']} {spread([x['metric'] for x in rs], '.4f')} |")
-        if not all("lightft" in r and "trainer" in r for r in rows):
-            continue  # --sides ran one of them: no ratio
+        if len(present) < 2:
+            continue  # no ratio without both sides
         tok = [(r["lightft"]["tokens"] / r["lightft"]["train_s"]) / (r["trainer"]["tokens"] / r["trainer"]["train_s"])
                for r in rows]
         wall = [r["trainer"]["process_s"] / r["lightft"]["process_s"] for r in rows]
