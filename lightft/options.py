@@ -123,6 +123,8 @@ class OptimOptions(OptionGroup):
     schedule: str = opt("linear", "Decay after warm-up: linear | cosine | constant.",
                         choices=("linear", "cosine", "constant"), resume=True)
     grad_clip: float = opt(1.0, "Clip the gradient norm to this value (0: off).", resume=True, ge=0)
+    ema: float = opt(0.0, "Validate, keep and export an exponential moving average of the trained weights with "
+                     "this decay (0: off; 0.99 averages about the last 100 steps).", resume=True, ge=0, lt=1)
 
 
 @dataclass

@@ -30,12 +30,13 @@ def setup(tmp_path_factory):
 def train_args(d: Path, out: Path, mode: str, *extra: str) -> list[str]:
     """3 epochs of 12 steps (batch 4; with 2 ranks: 6 steps), last.ckpt every 5 steps and at epoch ends."""
     return ["train", "classify", "--model", str(d / "bert"), "--train", str(d / "train.jsonl"), "--val",
-            str(d / "val.jsonl"), "--out", str(out), mode, "--batch-size", "4", "--epochs", "3",
+            str(d / "val.jsonl"), "--out", str(out), *mode.split(), "--batch-size", "4", "--epochs", "3",
             "--checkpoint-every", "5", "--val-every", "7", "--threads", "1", "--no-progress", "--log-every", "1",
             "--lr", "1e-3", *extra]
 
 
-@pytest.mark.parametrize("mode", ["--full", pytest.param("--lora", marks=[pytest.mark.slow, needs_lora])])
+@pytest.mark.parametrize("mode", ["--full", "--full --ema 0.9",  # --ema: the average resumes with the weights
+                                  pytest.param("--lora", marks=[pytest.mark.slow, needs_lora])])
 def test_sigkill_then_resume_gives_the_same_weights(setup, tmp_path, monkeypatch, mode):
     d, cache = setup, tmp_path / "cache"
     run_in_process(train_args(d, tmp_path / "ref", mode), cache, monkeypatch)
@@ -71,6 +72,11 @@ def test_sigkill_then_resume_gives_the_same_weights(setup, tmp_path, monkeypatch
     assert ref_last["global_step"] == got_last["global_step"] == 36
     for k in ref_last["state_dict"]:  # the final (not only the best) weights agree too
         assert torch.equal(ref_last["state_dict"][k], got_last["state_dict"][k]), k
+    if "--ema" in mode:  # the average went on from the checkpoint as if never stopped
+        ref_ema, got_ema = ref_last["callbacks"]["WeightEMA"], got_last["callbacks"]["WeightEMA"]
+        assert ref_ema["updates"] == got_ema["updates"] == 36
+        for k in ref_ema["average"]:
+            assert torch.equal(ref_ema["average"][k], got_ema["average"][k]), k
     print(f"killed after checkpoint {seen} (target {target}), at step {killed_at} of 36; resumed weights identical")
 
 

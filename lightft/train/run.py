@@ -38,6 +38,7 @@ from lightft.train.callbacks import DataPosition, StepBoundProgressBar, Throughp
 from lightft.train.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, RngState
 from lightft.train.distributed import (build_strategy, check_nodes, children_see_prepared, cluster_plugins,
                                       parent_resumed, prepared_by_parent, rank_zero_first)
+from lightft.train.ema import WeightEMA
 from lightft.train.mixed import BF16Mixed
 from lightft.train.signals import (SignalWatch, Signalled, StopOnSignal, TrainingStopped, requeue_job,
                                    requeue_signal_of, requeued_restart, resume_command, slurm_job_id)
@@ -96,6 +97,8 @@ def make_trainer(opts: Options, run_dir: Optional[Path], monitor: str, mode: str
         from lightning.pytorch.loggers import CSVLogger
 
         ckpt_dir = run_dir / "checkpoints"
+        if opts.ema:  # first: the average is updated before a periodic checkpoint of the same step is written
+            callbacks.append(WeightEMA(opts.ema))
         callbacks += [
             # best.ckpt: the trained tensors only (resume reads last.ckpt, which holds the optimiser state too)
             ModelCheckpoint(dirpath=ckpt_dir, filename=Path(BEST).stem, monitor=monitor, mode=mode, save_last=False,
