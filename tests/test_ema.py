@@ -114,3 +114,11 @@ def test_a_run_exports_the_average_and_keeps_training_weights_for_resume(tmp_pat
     assert differ > len(exported) // 2
     for k, v in exported.items():  # best.ckpt (one validation, at the end): the average it scored
         assert torch.equal(best["state_dict"][k], v), k
+
+
+def test_fsdp_is_refused_naming_the_flags():
+    class Trainer:  # what setup reads of a Lightning Trainer running FSDP
+        strategy = type("FSDPStrategy", (), {})()
+
+    with pytest.raises(LightftError, match="--ema does not work with --strategy fsdp"):
+        WeightEMA(0.9).setup(Trainer(), Regression(), "fit")
