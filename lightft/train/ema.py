@@ -41,13 +41,12 @@ class WeightEMA(L.Callback):
         if not 0.0 < decay < 1.0:
             raise LightftError(f"--ema must be between 0 and 1 (0.99 averages about the last 100 steps), not {decay}")
         self.decay = decay
-        self.updates = 0  # optimiser steps averaged so far
+        self.updates = 0  # optimiser steps averaged so far: trainer.global_step once each step is averaged
         self._names: list[str] = []
         self._params: list[torch.nn.Parameter] = []
         self._average: Optional[list[torch.Tensor]] = None
         self._loaded: Optional[dict[str, torch.Tensor]] = None  # the average from a checkpoint, until training starts
         self._training_weights: Optional[list[torch.Tensor]] = None  # set while the average is laid over them
-        self._last_step = -1
 
     # --- which tensors ------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
@@ -60,7 +59,6 @@ class WeightEMA(L.Callback):
         self._names, self._params = [n for n, _ in named], [p for _, p in named]
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._last_step = trainer.global_step
         if self._loaded is not None:  # resumed: the average saved with last.ckpt
             missing = [n for n in self._names if n not in self._loaded]
             if missing:
@@ -77,12 +75,11 @@ class WeightEMA(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if trainer.global_step == self._last_step:  # a micro-batch of --grad-accum: no step yet
+        if trainer.global_step == self.updates:  # a micro-batch of --grad-accum: no step yet
             return
-        self._last_step = trainer.global_step
-        self.updates += 1
+        self.updates = trainer.global_step
         weight = (1.0 - self.decay) / (1.0 - self.decay ** self.updates)
-        current = [p.detach() if p.dtype == torch.float32 else p.detach().float() for p in self._params]
+        current = [p.detach().float() for p in self._params]  # .float() returns fp32 tensors themselves, no copy
         torch._foreach_lerp_(self._average, current, weight)
 
     # --- validation sees the average ----------------------------------------------------------
