@@ -122,3 +122,18 @@ def test_fsdp_is_refused_naming_the_flags():
 
     with pytest.raises(LightftError, match="--ema does not work with --strategy fsdp"):
         WeightEMA(0.9).setup(Trainer(), Regression(), "fit")
+
+
+def test_fsdp_is_refused_before_anything_is_written(tmp_path, capsys):
+    from lightft.cli.main import main
+
+    model = make_tiny_model(tmp_path / "m")
+    data = write_classify_jsonl(tmp_path / "train.jsonl", 20)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "classify", "--model", str(model), "--train", str(data), "--out", str(tmp_path / "run"),
+              "--full", "--ema", "0.9", "--strategy", "fsdp", "--max-steps", "1", "--no-progress"])
+    assert exc.value.code == 2 and capsys.readouterr().err.strip() == (
+        "error: --ema does not work with --strategy fsdp (each rank holds shards of the weights); "
+        "use --strategy ddp or drop --ema")
+    assert not (tmp_path / "run").exists()

@@ -58,6 +58,9 @@ def check_train_options(opts: Options) -> None:
         raise LightftError("nothing to train: set --epochs or --max-steps to at least 1")
     if opts.train is None:
         raise LightftError("--train is required: the training data file")
+    if opts.ema and opts.strategy == "fsdp":  # lightft/train/ema.py: the average is kept per named parameter
+        raise LightftError("--ema does not work with --strategy fsdp (each rank holds shards of the weights); "
+                           "use --strategy ddp or drop --ema")
     if opts.dora and opts.freeze == "backbone":
         raise LightftError("--dora trains LoRA layers, but --freeze backbone trains the head only: drop one of them")
     if not opts.lora:

@@ -52,7 +52,7 @@ class WeightEMA(L.Callback):
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if "fsdp" in type(trainer.strategy).__name__.lower():
+        if "fsdp" in type(trainer.strategy).__name__.lower():  # for callers past the CLI (check_train_options)
             raise LightftError("--ema does not work with --strategy fsdp (each rank holds shards of the weights); "
                                "use --strategy ddp or drop --ema")
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
