@@ -163,3 +163,52 @@ def test_attention_layer_benchmark_runs_every_case():
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| encoder") or line.startswith("| decoder")]
     assert len(rows) == 2 * 3 + 1 and all(line.endswith("| yes |") for line in rows)
+
+
+def _autograd_explicit(q, k, v, mask, dropout):
+    """The explicit path as plain autograd ops (what kernels/attention.py computed before its own backward)."""
+    scores = torch.matmul(q, k.transpose(-2, -1)).mul_(q.shape[-1] ** -0.5)
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probs = scores.float().softmax(-1).to(q.dtype)
+    return torch.matmul(fast_dropout(probs, dropout, True) if dropout else probs, v)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_explicit_attention_backward_equals_autograd_of_the_same_ops(dtype, dropout):
+    """The hand-written backward (P rebuilt from what is kept) gives autograd's gradients; the forward is the same
+    ops with the same dropout mask, so outputs are identical."""
+    B, H, T, hd = 3, 4, 19, 16
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(B, H, T, hd, dtype=dtype) for _ in range(3))
+    g = torch.randn(B, H, T, hd, dtype=dtype)
+    mask = _padding_mask(B, T)
+    torch.manual_seed(7)
+    ours, ours_grads = _grads(lambda a, b, c: explicit_attention(a, b, c, mask, dropout, False), q, k, v, g)
+    torch.manual_seed(7)
+    ref, ref_grads = _grads(lambda a, b, c: _autograd_explicit(a, b, c, mask, dropout), q, k, v, g)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    # bf16: the backward reads P in bf16 where autograd kept it in fp32 too; dropout's 1/(1-p) rounds in bf16
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    for name, a, b in zip("qkv", ours_grads, ref_grads):
+        err = (a.float() - b.float()).abs().max() / b.float().abs().max()
+        assert err < tol, f"d{name}: relative error {err:.4f}"
+
+
+def test_explicit_attention_keeps_only_the_probabilities_and_the_dropout_mask():
+    """Saved for backward at (B, H, T, S): P in the inputs' dtype and the bool keep mask, nothing else that size
+    (autograd of the same ops keeps fp32 P as well: 7 bytes per score instead of 3)."""
+    B, H, T, hd = 2, 3, 24, 8
+    q, k, v = (torch.randn(B, H, T, hd, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    mask = _padding_mask(B, T)
+
+    def saved_big_bytes(fn):
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t) or t, lambda t: t):
+            fn(q, k, v, mask, 0.1)
+        big = {t.data_ptr(): t for t in sizes if t.numel() >= B * H * T * T}  # one count per tensor
+        return sorted((str(t.dtype), t.numel() * t.element_size()) for t in big.values())
+
+    n = B * H * T * T
+    assert saved_big_bytes(lambda *a: explicit_attention(*a, False)) == [("torch.bfloat16", 2 * n), ("torch.bool", n)]
+    assert sum(b for _, b in saved_big_bytes(_autograd_explicit)) >= 2 * 3 * n  # 7n: fp32 P, bf16 P, the mask

@@ -27,19 +27,21 @@ forward hands it to the flash kernel as a 0 / −inf bias and backward multiplie
 Used only where it wins: bf16, CPU, causal, no attention dropout, query length = key length
 (training).
 
-**Explicit scores** (`explicit_attention`): P = softmax(scale · Q Kᵀ + mask) as three plain autograd ops,
-dropout on P with the cheap mask of kernels/dropout.py, then P V — what BERT's own attention code does.
+**Explicit scores** (`explicit_attention`): P = softmax(scale · Q Kᵀ + mask), dropout on P with the cheap mask
+of kernels/dropout.py, then P V — what BERT's own attention code does, with a backward written out
+(`_ExplicitAttention`) so that only P in the inputs' dtype and the bool dropout mask are kept.
 SDPA on CPU has two slow training paths: with attention dropout it takes its "math" path (one Bernoulli
 draw per score, fp32 copies), and in bf16 with a padding mask its flash backward. Measured fwd + bwd of one
 MiniLM-shaped layer (batch 32, 12 heads of 32, padding mask, 2 threads, AMX Xeon; benchmarks/attention_layer.py
 re-runs these; session 9's run): bf16, dropout 0.1, 40 tokens:
 SDPA 16.6 ms, explicit 10.6 ms; 64 tokens: 23.0 vs 11.5 ms; 128: 106 vs 59 ms; bf16 without dropout, 40
 tokens: SDPA 54 ms, explicit 6.6 ms. In fp32 without dropout SDPA's flash path is the faster one (64
-tokens: 6.0 vs 9.3 ms, session 8), so it keeps that case. The scores are stored for backward (B·H·T·S elements in
-fp32). With dropout SDPA's math path stores them as well (and more), so the explicit path is taken at any
+tokens: 6.0 vs 9.3 ms, session 8), so it keeps that case. The probabilities are stored for backward (B·H·T·S elements,
+3 bytes each with the mask: 7 as plain autograd ops, which also keep fp32 P). With dropout SDPA's math path stores them as well (and more), so the explicit path is taken at any
 size; without dropout only up to EXPLICIT_MAX_SCORES elements, where SDPA's flash path, which stores none,
 takes over. Numerics as BERT's eager attention under
-autocast: bf16 scores, softmax in fp32, bf16 probabilities.
+autocast: bf16 scores, softmax in fp32, bf16 probabilities; the softmax backward reads the bf16 P (autograd
+would read its fp32 copy: gradients agree to bf16 rounding, tests/test_kernel_attention.py).
 
 Used where it wins: CPU training with attention dropout, or bf16 CPU training that the blocked kernel does
 not take (non-causal), key-value heads = query heads. Everything else goes to the reference `sdpa_attention`.
@@ -57,7 +59,7 @@ from typing import Optional
 import torch
 
 from lightft.config import ModelConfig
-from lightft.kernels.dropout import fast_dropout
+from lightft.kernels.dropout import keep_mask
 from lightft.model import build_mask, sdpa_attention
 
 BLOCK_ROWS = 128  # query rows per backward block
@@ -157,6 +159,47 @@ def explicit_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout:
             and (dropout > 0.0 or (q.dtype == torch.bfloat16 and B * H * T * k.shape[2] <= EXPLICIT_MAX_SCORES)))
 
 
+class _ExplicitAttention(torch.autograd.Function):
+    """P = softmax(scale · Q Kᵀ + mask), dropped, times V, keeping for backward only P in the inputs' dtype and
+    the dropout's bool mask, 3 bytes per score; autograd of the same ops keeps P in fp32 as well, 7 bytes per score
+    (85 instead of 198 MB per MiniLM layer at 16 x 384 tokens). Backward rebuilds the dropped P from the two."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+                dropout: float) -> torch.Tensor:
+        # q (B, H, T, hd), k, v (B, H, S, hd), mask broadcast to (B, H, T, S), True = may attend -> (B, H, T, hd)
+        scale = q.shape[-1] ** -0.5
+        scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # (B, H, T, S)
+        if mask is not None:
+            scores = scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+        probs = scores.float().softmax(-1).to(q.dtype)  # (B, H, T, S): softmax in fp32, as BERT's eager code
+        del scores
+        keep, factor = None, 1.0
+        if dropout > 0.0:
+            keep, p_used = keep_mask(probs.shape, dropout, probs.device)  # kernels/dropout.py's mask
+            factor = 1.0 / (1.0 - p_used)
+        ctx.factor = factor
+        ctx.save_for_backward(q, k, v, probs, keep)
+        return torch.matmul(probs if keep is None else probs * keep * factor, v)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        q, k, v, probs, keep = ctx.saved_tensors
+        grad_out = grad_out.to(q.dtype)
+        dropped = probs if keep is None else probs * keep * ctx.factor  # (B, H, T, S), rebuilt, not stored
+        dv = torch.matmul(dropped.transpose(-2, -1), grad_out)
+        del dropped
+        d_probs = torch.matmul(grad_out, v.transpose(-2, -1))  # (B, H, T, S)
+        if keep is not None:
+            d_probs = d_probs * keep * ctx.factor
+        # softmax backward dS = P (dP - rowsum(P dP)), rows in fp32 inside the kernel; masked keys have P = 0
+        d_scores = torch._softmax_backward_data(d_probs, probs, -1, probs.dtype).mul_(q.shape[-1] ** -0.5)
+        del d_probs
+        dq = torch.matmul(d_scores, k)
+        dk = torch.matmul(d_scores.transpose(-2, -1), q)
+        return dq, dk, dv, None, None
+
+
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
                        dropout: float, causal: bool) -> torch.Tensor:
     """`sdpa_attention` (same arguments, key-value heads = query heads) as plain ops: see the module docstring.
@@ -165,15 +208,25 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     such a row (it is a pad).
     """
     T, S = q.shape[2], k.shape[2]
-    scores = torch.matmul(q, k.transpose(-2, -1)).mul_(q.shape[-1] ** -0.5)  # (B, H, T, S)
     if mask is None and causal:
         mask = torch.arange(S, device=q.device)[None, :] <= torch.arange(S - T, S, device=q.device)[:, None]  # (T, S)
-    if mask is not None:
-        scores = scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
-    probs = scores.float().softmax(-1).to(q.dtype)  # (B, H, T, S)
-    if dropout > 0.0:
-        probs = fast_dropout(probs, dropout, True)
-    return torch.matmul(probs, v)  # (B, H, T, hd)
+    if not torch.is_grad_enabled() or not (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _explicit_forward(q, k, v, mask, dropout)
+    return _ExplicitAttention.apply(q, k, v, mask, dropout)
+
+
+def _explicit_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+                      dropout: float) -> torch.Tensor:
+    """The forward of `_ExplicitAttention` with nothing kept (no gradient wanted)."""
+    with torch.no_grad():
+        return _ExplicitAttention.forward(_NoContext(), q, k, v, mask, dropout)
+
+
+class _NoContext:
+    """Stands in for autograd's context where nothing is saved."""
+
+    def save_for_backward(self, *tensors: Optional[torch.Tensor]) -> None:
+        pass
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor], dropout: float,
