@@ -13,7 +13,8 @@ rendered with the model's own template).
 
 It writes RESULT.json: real (non-padding) training tokens, training seconds (`trainer.train()`, with
 its evaluation and checkpoints), steps, and the metric of the model the Trainer keeps (the best evaluation by
-accuracy, entity F1 -- lightft's own seqeval-semantics scorer --, SQuAD F1 -- lightft's scorer, in percent -- or loss, as lightft picks its best checkpoint).
+accuracy, entity F1 -- lightft's own seqeval-semantics scorer --, SQuAD F1 -- lightft's scorer, in percent -- or
+loss, as lightft picks its best checkpoint).
 """
 
 from __future__ import annotations

