@@ -6,8 +6,10 @@ bf16 (`bf16=True`, and for LoRA the frozen base loaded in bf16 with fp32 adapter
 the hardware runs it fast, fp32 elsewhere (the same rule as lightft's --precision auto);
 `train_sampling_strategy="group_by_length"`; `optim="adamw_torch_fused"`; dynamic padding with the task's
 data collator; evaluation and a checkpoint every epoch with the best model loaded at the end; PEFT LoRA
-for the LoRA workload; for extractive QA, the question-answering guide's windows (tokenizer overflow with a
-stride, [CLS] labels for windows without the answer) and its n-best span post-processing. Tokenisation is part of
+for the LoRA workload; for packed instruct tuning the padding-free `DataCollatorWithFlattening` (one row per
+batch, positions restarting at each example: transformers' block-diagonal mask, which needs the KV cache off); for
+extractive QA, the question-answering guide's windows (tokenizer overflow with a stride, [CLS] labels for windows
+without the answer) and its n-best span post-processing. Tokenisation is part of
 the script, as in the guides, from the same records lightft reads (the parent writes them: chat prompts are
 rendered with the model's own template).
 
@@ -29,6 +31,7 @@ import torch
 
 # task -> (the metric that picks the model the Trainer keeps, greater is better): lightft's choice per task
 BEST = {"classify": ("accuracy", True), "ner": ("f1", True), "qa": ("f1", True), "instruct": ("loss", False)}
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}  # lightft's -> the Trainer's
 MAX_ANSWER_TOKENS, N_BEST = 30, 20  # QA post-processing: lightft's defaults (--max-answer-length, --n-best)
 
 
@@ -121,6 +124,18 @@ def model_and_collator(spec: dict[str, Any], tok: Any, names: list[str], dtype: 
         model = transformers.AutoModelForTokenClassification.from_pretrained(spec["model"], num_labels=len(names))
         return model, transformers.DataCollatorForTokenClassification(tok)
     model = transformers.AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
+    if spec.get("packing"):  # the docs' padding-free packing: a batch becomes one row, positions restart per example
+        # (transformers builds the block-diagonal causal mask from those positions, since 4.53), labels -100 at each
+        # start; tests/test_e2e_trainer_packing.py checks that no example sees another
+        from packaging.version import Version
+
+        if Version(transformers.__version__) < Version("4.53"):
+            raise SystemExit(f"packed instruct batches need transformers >= 4.53 (block-diagonal masks from "
+                             f"position ids); this is {transformers.__version__}")
+        # transformers reads packed positions only without a KV cache: with the config's use_cache=True (the
+        # default, in training too) every example of the row would attend to the ones before it
+        model.config.use_cache = False
+        return with_lora(model, spec, "CAUSAL_LM"), transformers.DataCollatorWithFlattening()
     return with_lora(model, spec, "CAUSAL_LM"), transformers.DataCollatorForSeq2Seq(tok, label_pad_token_id=-100,
                                                                                      padding=True)
 
@@ -140,6 +155,23 @@ def with_lora(model: Any, spec: dict[str, Any], task_type: str) -> Any:
         if p.requires_grad:
             p.data = p.data.float()
     return model
+
+
+def merge(spec: dict[str, Any]) -> None:
+    """The kept LoRA model merged into an fp32 copy of the base, in the base's folder layout (its tokenizer files
+    copied unchanged): run after the timed process, so lightft's own judge can score both sides alike."""
+    import shutil
+
+    import peft
+    import transformers
+
+    base = transformers.AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
+    model = peft.PeftModel.from_pretrained(base, str(Path(spec["out"]) / "final")).merge_and_unload()
+    out = Path(spec["out"]) / "merged"
+    model.save_pretrained(str(out))
+    for f in Path(spec["model"]).iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "generation_config", "chat_template")):
+            shutil.copy(f, out / f.name)
 
 
 def main(spec_file: str) -> None:
@@ -185,14 +217,20 @@ def main(spec_file: str) -> None:
         f1.update(tags, gold_tags)
         return {"f1": float(f1.compute()["f1"])}
 
-    steps_per_epoch = -(-len(train_set) // spec["batch_size"])
+    # packed (padding-free) batches count examples, lightft's rows several each (the parent's trainer_batch)
+    batch = spec.get("trainer_batch") or spec["batch_size"]
+    max_steps = spec.get("trainer_max_steps") or -1  # a step budget (recipes with max_steps) instead of epochs
+    total_steps = max_steps if max_steps > 0 else -(-len(train_set) // batch) * spec["epochs"]
+    every = {"eval_strategy": "steps", "eval_steps": max_steps, "save_strategy": "steps", "save_steps": max_steps} \
+        if max_steps > 0 else {"eval_strategy": "epoch", "save_strategy": "epoch"}
     args = TrainingArguments(
-        output_dir=spec["out"], per_device_train_batch_size=spec["batch_size"],
-        per_device_eval_batch_size=2 * spec["batch_size"], num_train_epochs=spec["epochs"],
-        learning_rate=spec["lr"], weight_decay=0.01, lr_scheduler_type="linear", max_grad_norm=1.0,
-        warmup_steps=int(round(spec.get("warmup", 0.06) * steps_per_epoch * spec["epochs"])), seed=spec["seed"],
-        bf16=bf16, optim="adamw_torch_fused", train_sampling_strategy="group_by_length",
-        eval_strategy="epoch", save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
+        output_dir=spec["out"], per_device_train_batch_size=batch,
+        per_device_eval_batch_size=2 * batch, num_train_epochs=spec["epochs"], max_steps=max_steps,
+        learning_rate=spec["lr"], weight_decay=0.01, lr_scheduler_type=SCHEDULES[spec.get("schedule", "linear")],
+        max_grad_norm=1.0, warmup_steps=int(round(spec.get("warmup", 0.06) * total_steps)), seed=spec["seed"],
+        bf16=bf16, optim="adamw_torch_fused",
+        train_sampling_strategy="random" if spec.get("packing") else "group_by_length",  # nothing to pad
+        **every, save_total_limit=1, load_best_model_at_end=True,
         metric_for_best_model=BEST[task][0], greater_is_better=BEST[task][1],
         include_num_input_tokens_seen="non_padding", logging_steps=10, report_to="none",
         use_cpu=spec["device"] == "cpu", dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False)
@@ -217,4 +255,7 @@ def main(spec_file: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[2:] == ["--merge"]:
+        merge(json.loads(Path(sys.argv[1]).read_text()))
+    else:
+        main(sys.argv[1])

