@@ -99,3 +99,14 @@ def smollm_gguf() -> Path:
 
 def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def trainer_script():
+    """benchmarks/e2e_trainer.py loaded as a module (the Trainer side of benchmarks/end_to_end.py; needs transformers)."""
+    pytest.importorskip("transformers")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "e2e_trainer.py"
+    spec = importlib.util.spec_from_file_location("e2e_trainer_under_test", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -4,22 +4,8 @@ comparison in benchmarks/end_to_end.py gives the Trainer true packing, not atten
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "e2e_trainer.py"
-
-
-@pytest.fixture(scope="module")
-def trainer_script():
-    pytest.importorskip("transformers")
-    spec = importlib.util.spec_from_file_location("e2e_trainer_packing_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class _Tok:  # what model_and_collator reads of a tokenizer

@@ -3,15 +3,11 @@ scores like lightft's, so the QA comparison in benchmarks/end_to_end.py compares
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from conftest import minilm_dir
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "e2e_trainer.py"
 CONTEXT = ("The river town grew around a stone bridge built in 1420. Its market sold wool, salt and iron. "
            "Later a railway station opened beside the bridge, and the town's mill closed in 1961.")
 ROWS = [
@@ -20,15 +16,6 @@ ROWS = [
     {"id": "q2", "question": "What closed in 1961?", "context": CONTEXT, "answers": ["the town's mill"],
      "answer_starts": [CONTEXT.index("the town's mill")]},
 ]
-
-
-@pytest.fixture(scope="module")
-def trainer_script():
-    pytest.importorskip("transformers")
-    spec = importlib.util.spec_from_file_location("e2e_trainer_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
