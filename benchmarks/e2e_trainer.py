@@ -9,7 +9,8 @@ data collator; evaluation and a checkpoint every epoch with the best model loade
 for the LoRA workload; for packed instruct tuning the padding-free `DataCollatorWithFlattening` (one row per
 batch, positions restarting at each example: transformers' block-diagonal mask, which needs the KV cache off); for
 extractive QA, the question-answering guide's windows (tokenizer overflow with a stride, [CLS] labels for windows
-without the answer) and its n-best span post-processing. Tokenisation is part of
+without the answer) and its n-best span post-processing; for continued pretraining on raw text (lm), full fine-tuning
+on the causal-LM guide's blocks (documents concatenated and cut into rows of max_length). Tokenisation is part of
 the script, as in the guides, from the same records lightft reads (the parent writes them: chat prompts are
 rendered with the model's own template).
 
@@ -30,7 +31,8 @@ from typing import Any
 import torch
 
 # task -> (the metric that picks the model the Trainer keeps, greater is better): lightft's choice per task
-BEST = {"classify": ("accuracy", True), "ner": ("f1", True), "qa": ("f1", True), "instruct": ("loss", False)}
+BEST = {"classify": ("accuracy", True), "ner": ("f1", True), "qa": ("f1", True), "instruct": ("loss", False),
+        "lm": ("loss", False)}
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}  # lightft's -> the Trainer's
 MAX_ANSWER_TOKENS, N_BEST = 30, 20  # QA post-processing: lightft's defaults (--max-answer-length, --n-best)
 
@@ -57,6 +59,17 @@ def tokenise(spec: dict[str, Any], tok: Any, rows: list[dict[str, Any]], names: 
                 continue  # truncation left no response token (lightft drops these too)
             out.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
     return out
+
+
+def lm_blocks(spec: dict[str, Any], tok: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Documents -> blocks as the causal-LM guide makes them (its `group_texts`): every document tokenised and closed
+    with EOS, all concatenated, cut into blocks of max_length tokens that attend across document boundaries, labels
+    = inputs (the model shifts them). The guide drops the last partial block; it is kept here (padded in the
+    collator) so both sides train on the same tokens."""
+    stream = [t for r in rows for t in tok(r["text"])["input_ids"] + [tok.eos_token_id]]
+    n = spec["max_length"]
+    return [{"input_ids": stream[i:i + n], "attention_mask": [1] * len(stream[i:i + n]), "labels": stream[i:i + n]}
+            for i in range(0, len(stream), n)]
 
 
 def qa_features(spec: dict[str, Any], tok: Any, rows: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
@@ -124,6 +137,10 @@ def model_and_collator(spec: dict[str, Any], tok: Any, names: list[str], dtype: 
         model = transformers.AutoModelForTokenClassification.from_pretrained(spec["model"], num_labels=len(names))
         return model, transformers.DataCollatorForTokenClassification(tok)
     model = transformers.AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
+    if task == "lm":  # pads only the last block; labels -100 there. (The guide's DataCollatorForLanguageModeling
+        # would also set -100 on every EOS label when, as here, the pad token is the EOS token.)
+        return with_lora(model, spec, "CAUSAL_LM"), transformers.DataCollatorForSeq2Seq(
+            tok, label_pad_token_id=-100, padding=True)
     if spec.get("packing"):  # the docs' padding-free packing: a batch becomes one row, positions restart per example
         # (transformers builds the block-diagonal causal mask from those positions, since 4.53), labels -100 at each
         # start; tests/test_e2e_trainer_packing.py checks that no example sees another
@@ -160,8 +177,6 @@ def with_lora(model: Any, spec: dict[str, Any], task_type: str) -> Any:
 def merge(spec: dict[str, Any]) -> None:
     """The kept LoRA model merged into an fp32 copy of the base, in the base's folder layout (its tokenizer files
     copied unchanged): run after the timed process, so lightft's own judge can score both sides alike."""
-    import shutil
-
     import peft
     import transformers
 
@@ -169,7 +184,14 @@ def merge(spec: dict[str, Any]) -> None:
     model = peft.PeftModel.from_pretrained(base, str(Path(spec["out"]) / "final")).merge_and_unload()
     out = Path(spec["out"]) / "merged"
     model.save_pretrained(str(out))
-    for f in Path(spec["model"]).iterdir():
+    copy_tokenizer_files(Path(spec["model"]), out)
+
+
+def copy_tokenizer_files(base: Path, out: Path) -> None:
+    """The base model's tokenizer files beside saved weights, unchanged: a complete model folder for lightft."""
+    import shutil
+
+    for f in base.iterdir():
         if f.name.startswith(("tokenizer", "special_tokens", "generation_config", "chat_template")):
             shutil.copy(f, out / f.name)
 
@@ -192,6 +214,8 @@ def main(spec_file: str) -> None:
     model, collator = model_and_collator(spec, tok, names, torch.bfloat16 if bf16 and spec["lora"] else torch.float32)
     if task == "qa":
         (train_set, _), (val_set, val_info) = qa_features(spec, tok, train_rows), qa_features(spec, tok, val_rows)
+    elif task == "lm":
+        train_set, val_set = lm_blocks(spec, tok, train_rows), lm_blocks(spec, tok, val_rows)
     else:
         train_set, val_set = tokenise(spec, tok, train_rows, names), tokenise(spec, tok, val_rows, names)
 
@@ -229,13 +253,14 @@ def main(spec_file: str) -> None:
         learning_rate=spec["lr"], weight_decay=0.01, lr_scheduler_type=SCHEDULES[spec.get("schedule", "linear")],
         max_grad_norm=1.0, warmup_steps=int(round(spec.get("warmup", 0.06) * total_steps)), seed=spec["seed"],
         bf16=bf16, optim="adamw_torch_fused",
-        train_sampling_strategy="random" if spec.get("packing") else "group_by_length",  # nothing to pad
+        # packed rows or blocks of one length: nothing to pad, so nothing to group
+        train_sampling_strategy="random" if spec.get("packing") or task == "lm" else "group_by_length",
         **every, save_total_limit=1, load_best_model_at_end=True,
         metric_for_best_model=BEST[task][0], greater_is_better=BEST[task][1],
         include_num_input_tokens_seen="non_padding", logging_steps=10, report_to="none",
         use_cpu=spec["device"] == "cpu", dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set, data_collator=collator,
-                      compute_metrics=None if task == "instruct" else compute_metrics,
+                      compute_metrics=None if task in ("instruct", "lm") else compute_metrics,
                       preprocess_logits_for_metrics=(lambda logits, labels: logits.argmax(-1))
                       if task in ("classify", "ner") else None)
     if spec["device"] == "cuda":
@@ -244,12 +269,15 @@ def main(spec_file: str) -> None:
     trainer.train()
     seconds = time.perf_counter() - start
     trainer.save_model(str(Path(spec["out"]) / "final"))
+    if task == "lm":  # every weight trained: the saved folder is the model, scored by lightft after this process
+        copy_tokenizer_files(Path(spec["model"]), Path(spec["out"]) / "final")
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     key, higher = BEST[task]
     best = (max if higher else min)(evals, key=lambda h: h["eval_" + key]) if evals else {}
     result = {"train_seconds": round(seconds, 2), "train_tokens": int(trainer.state.num_input_tokens_seen),
               "steps": trainer.state.global_step, "eval_loss": best.get("eval_loss"),
               "accuracy": best.get("eval_accuracy"), "f1": best.get("eval_f1"), "best_epoch": best.get("epoch"),
+              "eval_seconds": sum(h.get("eval_runtime", 0.0) for h in evals),  # inside train_seconds: budgets
               "cuda_peak_bytes": torch.cuda.max_memory_allocated() if spec["device"] == "cuda" else None}
     Path(spec["result"]).write_text(json.dumps(result))
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -74,6 +75,10 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "squad": dict(task="qa", model="minilm", train="squad/train.json", val="squad/validation.json",
                   limit_train=100_000, limit_val=100_000, batch_size=16, max_length=384, doc_stride=128, epochs=1,
                   lr=1e-4, lora=False, metric="val_f1", warmup=0.1),
+    "medical": dict(task="lm", model="smollm2", train="medical_abstracts/train.txt",
+                    val="medical_abstracts/validation.txt", limit_train=100_000, limit_val=100_000, batch_size=4,
+                    max_length=256, epochs=1, lr=2e-4, lora=False, metric="val_perplexity", warmup=0.06,
+                    schedule="cosine", doc_per_line=True),
 }
 DATA = Path(os.environ.get("LIGHTFT_DATA", SHARED_DATA))  # the shared data sets (--data)
 # --smoke / --tiny: 32 training sentences are the fewest of CoNLL's that hold every tag of its first 8 validation
@@ -133,7 +138,12 @@ def trainer_records(w: dict[str, Any], model: Path, split: str, limit: int, fold
     path, rows = str(DATA / w[split]), []
     if w["task"] == "qa":
         return squad_subset(path, limit, folder / f"{split}.json")
-    if w["task"] == "classify":
+    if w["task"] == "lm":  # the documents lightft reads: one per non-blank line (--doc-per-line) or the whole file
+        from lightft.data.readers import read_text
+        from lightft.textfile import split_lines
+        text = read_text(path)
+        rows = [{"text": t} for t in (split_lines(text) if w.get("doc_per_line") else [text]) if t.strip()][:limit]
+    elif w["task"] == "classify":
         from lightft.data.readers import read_records
         rows = [{"text": r["text"], "label": str(r["label"]).strip()} for _, r in read_records(path)[:limit]]
     elif w["task"] == "ner":
@@ -227,15 +237,33 @@ def lightft_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Pat
             if w["lora"] else ["--full"])
     cmd += {"auto": [], "bf16": ["--precision", "bf16-mixed"], "fp32": ["--precision", "32-true"]}[a.precision]
     cmd += ["--accelerator", "gpu"] if a.device == "cuda" else []
+    cmd += ["--doc-per-line"] if w.get("doc_per_line") else []
+    cmd += ["--schedule", w["schedule"]] if w.get("schedule") else []
     cmd += ["--config", str(Path(a.lightft_config).resolve())] if a.lightft_config else []
     # --lightft-src: another checkout's lightft (`python -m` puts the working folder first on sys.path)
     src = Path(a.lightft_src) if a.lightft_src else REPO
     seconds, rss = run_process([str(c) for c in cmd], {**env, "PYTHONPATH": str(src)}, run / "lightft.log", cwd=src)
     m = json.loads((run / "lightft" / "metrics.json").read_text())
     recorded = json.loads((run / "lightft" / "run.json").read_text())["options"]
-    return {"process_s": seconds, "rss": rss, "tokens": m["train_tokens"], "train_s": m["train_seconds"],
-            "metric": m[w["metric"]], "time_split": m.get("time_split"), "precision": recorded["precision"],
-            "cuda_peak_bytes": m.get("cuda_peak_bytes")}
+    out = {"process_s": seconds, "rss": rss, "tokens": m["train_tokens"], "train_s": m["train_seconds"],
+           "metric": m[w["metric"]], "time_split": m.get("time_split"), "precision": recorded["precision"],
+           "cuda_peak_bytes": m.get("cuda_peak_bytes")}
+    if w["task"] == "lm":  # after the timed run, both sides' models scored by one command (lm_perplexity)
+        out["metric_in_run"], out["metric"] = out["metric"], lm_perplexity(run / "lightft", w, a, env, run)
+    return out
+
+
+def lm_perplexity(model: Path, w: dict[str, Any], a: argparse.Namespace, env: dict[str, str], run: Path) -> float:
+    """Held-out perplexity of a trained model as `lightft eval lm` scores it (the recipe's base-model figure comes
+    from the same command): one scorer for both sides' models, after their timed runs."""
+    name = "lightft" if model.name == "lightft" else "trainer"
+    out = run / f"{name}-perplexity.json"
+    cmd = [sys.executable, "-m", "lightft", "eval", "lm", "--model", str(model), "--data", str(DATA / w["val"]),
+           "--limit-val", str(w["limit_val"]), "--max-length", str(w["max_length"]), "--threads", str(a.threads),
+           "--no-progress", "--metrics-out", str(out)]
+    cmd += ["--doc-per-line"] if w.get("doc_per_line") else []
+    run_process(cmd, env, run / f"{name}-perplexity.log")
+    return json.loads(out.read_text())["perplexity"]
 
 
 def trainer_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Path, env: dict[str, str],
@@ -251,9 +279,14 @@ def trainer_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Pat
     if w["task"] == "instruct" and w["lora"]:  # after the timed run: merged weights, for the same judge as lightft's
         run_process([sys.executable, script, str(run / "spec.json"), "--merge"], env, run / "trainer-merge.log")
     r = json.loads((run / "trainer.json").read_text())
+    if w["task"] == "lm":  # the final model (tokenizer files copied beside it), scored as lightft's is
+        return {"process_s": seconds, "rss": rss, "tokens": r["train_tokens"], "train_s": r["train_seconds"],
+                "metric": lm_perplexity(run / "trainer" / "final", w, a, env, run),
+                "metric_in_run": math.exp(r["eval_loss"]), "eval_s": r.get("eval_seconds"),
+                "cuda_peak_bytes": r.get("cuda_peak_bytes")}
     metric = {"val_loss": r["eval_loss"], "val_accuracy": r["accuracy"], "val_f1": r["f1"]}[w["metric"]]
     return {"process_s": seconds, "rss": rss, "tokens": r["train_tokens"], "train_s": r["train_seconds"],
-            "metric": metric, "cuda_peak_bytes": r.get("cuda_peak_bytes")}
+            "metric": metric, "eval_s": r.get("eval_seconds"), "cuda_peak_bytes": r.get("cuda_peak_bytes")}
 
 
 def spread(values: list[float], fmt: str) -> str:

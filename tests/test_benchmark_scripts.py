@@ -58,6 +58,27 @@ def test_end_to_end_tiny_runs_both_sides_and_prints_the_table(tmp_path):
 
 
 @needs_everything
+def test_end_to_end_tiny_medical_scores_both_final_models_alike(tmp_path):
+    """The continued-pretraining workload needs the carved medical split (the shared set has no validation file)."""
+    env = env_for(tmp_path)
+    subprocess.run([sys.executable, "scripts/carve_splits.py", "medical_abstracts", "--out", str(tmp_path / "splits"),
+                    "--seed", "0", "--data", str(DATA)], cwd=REPO, env=env, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "benchmarks/end_to_end.py", "--tiny", "--workloads", "medical", "--rounds",
+                          "1", "--threads", "1", "--data", str(tmp_path / "splits"), "--keep", str(tmp_path / "runs"),
+                          "--json-out", str(tmp_path / "e2e.json")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (run,) = json.loads((tmp_path / "e2e.json").read_text())["runs"]
+    lightft, trainer = run["lightft"], run["trainer"]
+    assert lightft["tokens"] == trainer["tokens"] > 0  # the same documents' tokens (EOS included) on both sides
+    # each side's final model rescored by `lightft eval lm`; lightft's rescoring repeats its own validation
+    assert lightft["metric"] == pytest.approx(lightft["metric_in_run"], rel=1e-3)
+    assert 1.0 < trainer["metric"] < 1e6 and 1.0 < lightft["metric"] < 1e6
+    assert (tmp_path / "runs" / "medical-round1" / "trainer" / "final" / "tokenizer.json").is_file()
+    assert "| medical | **ratio** |" in out.stdout
+
+
+@needs_everything
 def test_gpu_check_dry_run_on_cpu(tmp_path):
     out = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--device", "cpu", "--tiny", "--out", str(tmp_path / "gc")],
                          cwd=REPO, env={**env_for(tmp_path), "THREADS": "1"}, capture_output=True, text=True,
