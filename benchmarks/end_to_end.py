@@ -28,7 +28,11 @@ sst2-smollm2 = SmolLM2 LoRA r16 on every linear layer + a classification head on
 fine-tuning NER, 2,000 sentences, batch 32, <= 128 tokens; squad = MiniLM-L6 full fine-tuning extractive QA,
 every question of the split (3,807 in the shared train; --limit-train / --limit-val count questions here), batch
 16, windows of <= 384 tokens sharing 128 (each side windows with its own code: lightft's QA DataModule, the
-Trainer's tokenizer overflow as in the transformers QA guide; both scored by lightft's SQuAD EM / F1, in percent).
+Trainer's tokenizer overflow as in the transformers QA guide; both scored by lightft's SQuAD EM / F1, in percent);
+medical = SmolLM2 continued pretraining, every weight trained, on the carved medical abstracts (--data a folder of
+scripts/carve_splits.py output: the shared set has no validation file), 1 epoch of rows of 4 x 256 tokens, lr 2e-4
+cosine (scripts/decoder/medical-lm.toml's settings): lightft packs whole abstracts, the Trainer gets the causal-LM
+guide's blocks, and after the timed runs one `lightft eval lm` command scores both final models (held-out perplexity).
 A recipe's TOML (--lightft-config) sets the settings both sides share, LoRA's rank, alpha, dropout and targets
 included; the instruct recipe's (scripts/decoder/alpaca-instruct.toml) also its step budget, cosine schedule and
 packing: lightft packs examples into rows of max_length, the Trainer gets the transformers docs' padding-free
