@@ -68,8 +68,8 @@ def lm_blocks(spec: dict[str, Any], tok: Any, rows: list[dict[str, Any]]) -> lis
     collator) so both sides train on the same tokens."""
     stream = [t for r in rows for t in tok(r["text"])["input_ids"] + [tok.eos_token_id]]
     n = spec["max_length"]
-    return [{"input_ids": stream[i:i + n], "attention_mask": [1] * len(stream[i:i + n]), "labels": stream[i:i + n]}
-            for i in range(0, len(stream), n)]
+    blocks = [stream[i:i + n] for i in range(0, len(stream), n)]
+    return [{"input_ids": b, "attention_mask": [1] * len(b), "labels": list(b)} for b in blocks]
 
 
 def qa_features(spec: dict[str, Any], tok: Any, rows: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:

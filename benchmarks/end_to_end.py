@@ -253,20 +253,20 @@ def lightft_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Pat
            "metric": m[w["metric"]], "time_split": m.get("time_split"), "precision": recorded["precision"],
            "cuda_peak_bytes": m.get("cuda_peak_bytes")}
     if w["task"] == "lm":  # after the timed run, both sides' models scored by one command (lm_perplexity)
-        out["metric_in_run"], out["metric"] = out["metric"], lm_perplexity(run / "lightft", w, a, env, run)
+        out["metric_in_run"], out["metric"] = out["metric"], lm_perplexity("lightft", run / "lightft", w, a, env, run)
     return out
 
 
-def lm_perplexity(model: Path, w: dict[str, Any], a: argparse.Namespace, env: dict[str, str], run: Path) -> float:
-    """Held-out perplexity of a trained model as `lightft eval lm` scores it (the recipe's base-model figure comes
-    from the same command): one scorer for both sides' models, after their timed runs."""
-    name = "lightft" if model.name == "lightft" else "trainer"
-    out = run / f"{name}-perplexity.json"
+def lm_perplexity(side: str, model: Path, w: dict[str, Any], a: argparse.Namespace, env: dict[str, str],
+                  run: Path) -> float:
+    """Held-out perplexity of one side's trained model as `lightft eval lm` scores it (the recipe's base-model figure
+    comes from the same command): one scorer for both sides' models, after their timed runs."""
+    out = run / f"{side}-perplexity.json"
     cmd = [sys.executable, "-m", "lightft", "eval", "lm", "--model", str(model), "--data", str(DATA / w["val"]),
            "--limit-val", str(w["limit_val"]), "--max-length", str(w["max_length"]), "--threads", str(a.threads),
            "--no-progress", "--metrics-out", str(out)]
     cmd += ["--doc-per-line"] if w.get("doc_per_line") else []
-    run_process(cmd, env, run / f"{name}-perplexity.log")
+    run_process(cmd, env, run / f"{side}-perplexity.log")
     return json.loads(out.read_text())["perplexity"]
 
 
@@ -283,14 +283,14 @@ def trainer_side(w: dict[str, Any], a: argparse.Namespace, model: Path, run: Pat
     if w["task"] == "instruct" and w["lora"]:  # after the timed run: merged weights, for the same judge as lightft's
         run_process([sys.executable, script, str(run / "spec.json"), "--merge"], env, run / "trainer-merge.log")
     r = json.loads((run / "trainer.json").read_text())
+    out = {"process_s": seconds, "rss": rss, "tokens": r["train_tokens"], "train_s": r["train_seconds"],
+           "eval_s": r.get("eval_seconds"), "cuda_peak_bytes": r.get("cuda_peak_bytes")}
     if w["task"] == "lm":  # the final model (tokenizer files copied beside it), scored as lightft's is
-        return {"process_s": seconds, "rss": rss, "tokens": r["train_tokens"], "train_s": r["train_seconds"],
-                "metric": lm_perplexity(run / "trainer" / "final", w, a, env, run),
-                "metric_in_run": math.exp(r["eval_loss"]), "eval_s": r.get("eval_seconds"),
-                "cuda_peak_bytes": r.get("cuda_peak_bytes")}
-    metric = {"val_loss": r["eval_loss"], "val_accuracy": r["accuracy"], "val_f1": r["f1"]}[w["metric"]]
-    return {"process_s": seconds, "rss": rss, "tokens": r["train_tokens"], "train_s": r["train_seconds"],
-            "metric": metric, "eval_s": r.get("eval_seconds"), "cuda_peak_bytes": r.get("cuda_peak_bytes")}
+        out["metric_in_run"] = math.exp(r["eval_loss"])
+        out["metric"] = lm_perplexity("trainer", run / "trainer" / "final", w, a, env, run)
+    else:
+        out["metric"] = {"val_loss": r["eval_loss"], "val_accuracy": r["accuracy"], "val_f1": r["f1"]}[w["metric"]]
+    return out
 
 
 def spread(values: list[float], fmt: str) -> str:
