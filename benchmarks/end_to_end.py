@@ -133,15 +133,21 @@ def tiny_models(folder: Path) -> dict[str, Path]:
     return out
 
 
-def trainer_records(w: dict[str, Any], model: Path, split: str, limit: int, folder: Path) -> Path:
+def trainer_records(w: dict[str, Any], model: Path, split: str, limit: int,
+                    folder: Path) -> tuple[Path, dict[str, int]]:
     """The first `limit` examples of a split as the Trainer script reads them (JSONL), taken the way lightft
-    takes them: the same records, skipped ones skipped, instruct prompts rendered by lightft's template code."""
+    takes them: the same records, skipped ones skipped, instruct prompts rendered by lightft's template code.
+
+    Also returns the Trainer's batch settings that only the records can give (packed instruct training:
+    `trainer_batch`, and `trainer_max_steps` for a recipe with a step budget); the caller adds them to its copy
+    of the workload, so `w` itself is left as it came."""
+    budget: dict[str, int] = {}
     from lightft.options import Options
     from lightft.tokenizer import load_tokenizer
 
     path, rows = str(DATA / w[split]), []
     if w["task"] == "qa":
-        return squad_subset(path, limit, folder / f"{split}.json")
+        return squad_subset(path, limit, folder / f"{split}.json"), budget
     if w["task"] == "lm":  # the documents lightft reads: one per non-blank line (--doc-per-line) or the whole file
         from lightft.data.readers import read_text
         from lightft.textfile import split_lines
@@ -170,13 +176,13 @@ def trainer_records(w: dict[str, Any], model: Path, split: str, limit: int, fold
             # it as many examples per step as lightft's rows hold on average, and steps for the same examples
             n_rows = len(pack_rows(examples, w["max_length"], split_long=False))
             per_row = len(examples) / n_rows
-            w["trainer_batch"] = max(1, round(w["batch_size"] * per_row))
+            budget["trainer_batch"] = max(1, round(w["batch_size"] * per_row))
             if w.get("max_steps") and not w.get("trainer_max_steps"):  # lightft stops at its epochs if sooner
                 steps = min(w["max_steps"], -(-n_rows // w["batch_size"]) * w["epochs"])
-                w["trainer_max_steps"] = round(steps * w["batch_size"] * per_row / w["trainer_batch"])
+                budget["trainer_max_steps"] = round(steps * w["batch_size"] * per_row / budget["trainer_batch"])
     out = folder / f"{split}.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return out
+    return out, budget
 
 
 def squad_subset(path: str, limit: int, out: Path) -> Path:
@@ -417,8 +423,9 @@ def main(argv: list[str] | None = None) -> None:
                 shutil.rmtree(run, ignore_errors=True)
                 run.mkdir(parents=True)
                 model = models[w["model"]]
-                files = (trainer_records(w, model, "train", w["limit_train"], run),
-                         trainer_records(w, model, "val", w["limit_val"], run))
+                train_file, budget = trainer_records(w, model, "train", w["limit_train"], run)
+                w = {**w, **budget}
+                files = (train_file, trainer_records(w, model, "val", w["limit_val"], run)[0])
                 side_env = {**env, "LIGHTFT_CACHE": str(run / "cache")}  # a first run: no token cache yet
                 order = ("lightft", "trainer") if (rnd + a.trainer_first) % 2 == 0 else ("trainer", "lightft")
                 order = tuple(s for s in order if s in sides)  # the sides this run starts, in turn

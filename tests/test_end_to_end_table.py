@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,26 @@ def test_table_of_one_side_has_no_ratio(e2e):
 def test_unknown_side_is_refused(e2e):
     with pytest.raises(SystemExit, match="--sides 'lightft,peft'"):
         e2e.main(["--sides", "lightft,peft", "--tiny"])
+
+
+def test_packed_records_give_the_trainer_its_batch_without_changing_the_workload(e2e, tmp_path, monkeypatch):
+    """Packed instruct training: the Trainer's examples per step (and steps, for a step budget) come back beside
+    the records, for the caller's copy of the workload; the workload itself is not edited behind its back."""
+    from tiny_decoder import SIMPLE_CHAT, tiny_decoder
+
+    model = tiny_decoder(tmp_path, "llama", chat_template=SIMPLE_CHAT)
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"instruction": f"Say {w}", "input": "", "output": w} for w in ["yes", "no", "maybe", "ok"] * 4]
+    (data / "train.json").write_text(json.dumps(rows))
+    monkeypatch.setattr(e2e, "DATA", data)
+    w = dict(task="instruct", train="train.json", val="train.json", batch_size=2, max_length=256, epochs=1,
+             packing=True, max_steps=3)
+    before = dict(w)
+    path, budget = e2e.trainer_records(w, model, "train", 16, tmp_path)
+    assert w == before
+    assert len(path.read_text().splitlines()) == 16
+    # 16 short examples pack into a few rows of 256: each of lightft's rows holds several examples
+    assert budget["trainer_batch"] > w["batch_size"] and budget["trainer_max_steps"] >= 1
+    _, val_budget = e2e.trainer_records(w, model, "val", 16, tmp_path)
+    assert val_budget == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,9 @@ def test_end_to_end_on_a_tiny_chat_model(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report == json.loads((tmp_path / "r.json").read_text())
     assert report["prompts"] == 2 and 0 <= report["checks_passed"] <= 1 and 0 <= report["eos_rate"] <= 1
-    assert report["answer_tokens_mean"] <= 6 and report["validation"]["perplexity"] > 1
+    v = report["validation"]
+    assert report["answer_tokens_mean"] <= 6 and v["perplexity"] > 1
+    assert abs(math.log(v["perplexity"]) - v["response_loss"]) < 1e-4  # the per-token mean, not the batches' mean
     rows = [json.loads(x) for x in answers.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["a", "b"] and {"answer", "finish_reason", "passed"} <= set(rows[0])
     assert judge.main(["--model", str(tmp_path / "nope"), "--prompts", str(prompts)]) == 2

@@ -143,7 +143,11 @@ def answer_prompts(model: str, prompts: list[dict[str, Any]], max_new_tokens: in
 
 
 def response_loss(model: str, val: str, limit_val: int | None, max_length: int) -> dict[str, float]:
-    """`lightft eval instruct` on the validation file (in this process): response-only loss and perplexity."""
+    """`lightft eval instruct` on the validation file (in this process): response-only loss and perplexity.
+
+    `response_loss` is the mean over every response token (eval's `token_loss`, what the perplexity is of).
+    Eval's `loss` is the mean of the batches' means, which weights a token of a short batch above one of a long
+    batch; it is kept as `batch_mean_loss` for comparison with runs' logged val_loss, not as the figure to quote."""
     from lightft.cli.main import cli
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,7 +155,9 @@ def response_loss(model: str, val: str, limit_val: int | None, max_length: int) 
         cli.main(args=["eval", "instruct", "--model", model, "--data", val, "--no-progress", "--max-length",
                        str(max_length), "--metrics-out", str(metrics)]
                  + (["--limit-val", str(limit_val)] if limit_val else []), standalone_mode=False)
-        return json.loads(metrics.read_text(encoding="utf-8"))
+        m = json.loads(metrics.read_text(encoding="utf-8"))
+        return {"response_loss": m["token_loss"], "perplexity": m["perplexity"], "tokens": m["tokens"],
+                "batch_mean_loss": m["loss"]}
 
 
 def summarise(answers: list[dict[str, Any]]) -> dict[str, Any]:
