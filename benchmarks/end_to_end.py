@@ -141,11 +141,11 @@ def trainer_records(w: dict[str, Any], model: Path, split: str, limit: int,
     Also returns the Trainer's batch settings that only the records can give (packed instruct training:
     `trainer_batch`, and `trainer_max_steps` for a recipe with a step budget); the caller adds them to its copy
     of the workload, so `w` itself is left as it came."""
-    budget: dict[str, int] = {}
     from lightft.options import Options
     from lightft.tokenizer import load_tokenizer
 
     path, rows = str(DATA / w[split]), []
+    budget: dict[str, int] = {}
     if w["task"] == "qa":
         return squad_subset(path, limit, folder / f"{split}.json"), budget
     if w["task"] == "lm":  # the documents lightft reads: one per non-blank line (--doc-per-line) or the whole file
