@@ -177,6 +177,21 @@ class HeadOptions(OptionGroup):
 
 
 @dataclass
+class DistillOptions(OptionGroup):
+    """Knowledge distillation: the student learns the teachers' averaged probabilities beside the gold labels."""
+
+    group: ClassVar[str] = "distill"
+    tasks: ClassVar[tuple[str, ...]] = ("classify",)
+    teachers: Optional[str] = opt(None, "Comma list of trained classify runs (or exports) with the same labels: "
+                                  "their probabilities on --train, averaged, become soft targets (their own "
+                                  "model and tokenizer read the text; computed once before training).",
+                                  resume=True)
+    distill_alpha: float = opt(0.5, "With --teachers: the training loss is alpha x cross-entropy with the "
+                               "teachers' probabilities + (1 - alpha) x cross-entropy with the gold labels.",
+                               resume=True, ge=0, le=1)
+
+
+@dataclass
 class NerOptions(OptionGroup):
     group: ClassVar[str] = "ner"
     tasks: ClassVar[tuple[str, ...]] = ("ner",)
@@ -271,13 +286,13 @@ class RuntimeOptions(OptionGroup):
 
 # The order groups appear in --help; task groups come after the common ones.
 GROUPS: tuple[type[OptionGroup], ...] = (RunOptions, AdapterOptions, LoraOptions, OptimOptions, DataOptions,
-                                         ClassifyOptions, HeadOptions, NerOptions, QAOptions, MLMOptions, LMOptions,
-                                         InstructOptions, RuntimeOptions)
+                                         ClassifyOptions, HeadOptions, DistillOptions, NerOptions, QAOptions,
+                                         MLMOptions, LMOptions, InstructOptions, RuntimeOptions)
 
 
 @dataclass
 class Options(RunOptions, AdapterOptions, LoraOptions, OptimOptions, DataOptions, ClassifyOptions, HeadOptions,
-              NerOptions, QAOptions, MLMOptions, LMOptions, InstructOptions, RuntimeOptions):
+              DistillOptions, NerOptions, QAOptions, MLMOptions, LMOptions, InstructOptions, RuntimeOptions):
     """All groups at once: what a training run is configured with and what run.json records."""
 
     def resolved_lr(self) -> float:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # SST-2 recipe: fine-tune on the honest split (1,000 whole sentences held out, every phrase of them removed from
 # train: scripts/carve_splits.py), keep the best weights; their validation metrics are OUT/metrics.json.
-# Settings and budget: scripts/sst2-full.toml (default: MiniLM, full), scripts/sst2-lora.toml (MiniLM, LoRA) or
-# scripts/sst2-smollm2.toml (SmolLM2-135M + LoRA, the most accurate; about 4x the time of full).
-#   scripts/sst2.sh [full|lora|smollm2] [more lightft train flags]   (env: scripts/recipe_env.sh; OUT=<run folder>)
+# Settings and budget: scripts/sst2-full.toml (default: MiniLM, full), scripts/sst2-lora.toml (MiniLM, LoRA),
+# scripts/sst2-smollm2.toml (SmolLM2-135M + LoRA; about 4x the time of full) or scripts/sst2-distill.toml
+# (MiniLM distilled from three MiniLM teachers: full runs of seeds 100 x SEED + 1..3, trained first into
+# OUT.teachers/; about 4x the time of full, one MiniLM-sized model at the end).
+#   scripts/sst2.sh [full|lora|smollm2|distill] [more lightft train flags]   (env: scripts/recipe_env.sh; OUT=<run folder>)
 # An existing OUT is never replaced silently: OVERWRITE=1 replaces it (and says so).
 MODE=${1:-full}; [[ $# -gt 0 ]] && shift
 source "$(dirname "$0")/recipe_env.sh"
@@ -11,6 +13,29 @@ OUT=${OUT:-runs/sst2-$MODE-seed$SEED}
 guard_out "$OUT" "$MODE"
 S=$(split_dir sst2)
 MODEL=$MINILM; [[ $MODE == smollm2 ]] && MODEL=$SMOLLM2
+DISTILL=()
+if [[ $MODE == distill ]]; then
+  TEACHER_ARGS=()  # the extra flags, less the student's own --distill-alpha
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --distill-alpha) DISTILL+=("$1" "$2"); shift 2 ;;
+      --distill-alpha=*) DISTILL+=("$1"); shift ;;
+      *) TEACHER_ARGS+=("$1"); shift ;;
+    esac
+  done
+  set -- ${TEACHER_ARGS[@]+"${TEACHER_ARGS[@]}"}
+  TEACHERS=()
+  for k in 1 2 3; do
+    T="$OUT.teachers/seed$((SEED * 100 + k))"
+    if [[ ! -f "$T/metrics.json" ]]; then  # a finished teacher is reused (the student's OVERWRITE keeps it)
+      python -m lightft train classify --config scripts/sst2-full.toml --model "$MODEL" --train "$S/train.jsonl" \
+        --val "$S/validation.jsonl" --out "$T" --overwrite --seed $((SEED * 100 + k)) --threads "$THREADS" \
+        ${ENCODER_PRECISION[@]+"${ENCODER_PRECISION[@]}"} "$@"
+    fi
+    TEACHERS+=("$T")
+  done
+  DISTILL+=(--teachers "$(IFS=,; echo "${TEACHERS[*]}")")
+fi
 python -m lightft train classify --config "scripts/sst2-$MODE.toml" --model "$MODEL" --train "$S/train.jsonl" \
   --val "$S/validation.jsonl" --out "$OUT" ${REPLACE[@]+"${REPLACE[@]}"} --seed "$SEED" --threads "$THREADS" \
-  ${ENCODER_PRECISION[@]+"${ENCODER_PRECISION[@]}"} "$@"
+  ${ENCODER_PRECISION[@]+"${ENCODER_PRECISION[@]}"} ${DISTILL[@]+"${DISTILL[@]}"} "$@"

@@ -25,6 +25,7 @@ RECIPES = {  # TOML -> (task, the script that runs it)
     "sst2-full.toml": ("classify", "sst2.sh"),
     "sst2-lora.toml": ("classify", "sst2.sh"),
     "sst2-smollm2.toml": ("classify", "sst2.sh"),
+    "sst2-distill.toml": ("classify", "sst2.sh"),
     "conll2003-full.toml": ("ner", "conll2003.sh"),
     "qa-squad.toml": ("qa", "qa_transfer.sh"),
     "qa-bioasq.toml": ("qa", "qa_transfer.sh"),

@@ -139,10 +139,19 @@ class ClassificationDataModule(LabelledDataModule):
                     raise LightftError(f"{path}:{e['line']}: label {e['label']!r} was not seen in training; "
                                        f"known labels: {', '.join(self.label_names)}")
 
+    def set_soft_targets(self, by_line: dict[int, list[float]]) -> None:
+        """Distillation (lightft/train/teachers.py): each training example's teacher probabilities, in
+        `label_names` order; training batches then carry them as `soft_targets` (B, labels)."""
+        for e in self.datasets["train"]:
+            e["soft_targets"] = by_line[e["line"]]
+
     def collate(self, examples: list[Example]) -> dict[str, Any]:
-        return {
+        batch = {
             **self.padded_inputs(examples),
             "token_type_ids": pad_sequences([e["token_type_ids"] for e in examples], 0),
             "labels": torch.tensor([self.label_to_id.get(e["label"], -100) for e in examples]),
             "line": torch.tensor([e["line"] for e in examples]),
         }
+        if all("soft_targets" in e for e in examples):
+            batch["soft_targets"] = torch.tensor([e["soft_targets"] for e in examples], dtype=torch.float32)
+        return batch

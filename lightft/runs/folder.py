@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from lightft.checkpoint import read_json, write_atomic_safetensors
 from lightft.errors import LightftError
-from lightft.options import LoraOptions, Options, flag, resume_must_match
+from lightft.options import DistillOptions, LoraOptions, Options, flag, resume_must_match
 from lightft.runs.checkpoint_file import LAST, load_checkpoint_file
 from lightft.runs.safe_output import check_folder_target, say
 
@@ -68,6 +68,9 @@ def check_train_options(opts: Options) -> None:
         if given:
             raise LightftError(f"{flag(given[0])} has no effect with --full (it sets up LoRA); "
                                "drop it, or train with --lora")
+    if opts.teachers is None and opts.distill_alpha != DistillOptions.distill_alpha:
+        raise LightftError("--distill-alpha has no effect without --teachers (the trained runs to learn from); "
+                           "add --teachers, or drop --distill-alpha")
     if opts.allow_data_change and not opts.resume:
         raise LightftError("--allow-data-change only applies with --resume (a new run reads its data as it is)")
     check_not_itself(opts)
@@ -76,8 +79,8 @@ def check_train_options(opts: Options) -> None:
 def check_not_itself(opts: Options) -> None:
     """--model or --init naming the --out run would make the run start from itself (a loop in its record)."""
     out = os.path.realpath(opts.out)
-    for name in ("model", "init"):
-        value = getattr(opts, name)
+    for name, value in [("model", opts.model), ("init", opts.init),
+                        *[("teachers", t.strip()) for t in (opts.teachers or "").split(",")]]:
         if value and os.path.realpath(value) == out:
             raise LightftError(f"{flag(name)} {value} is the --out run: a run cannot start from itself; choose "
                                "another --out (or drop --overwrite and add --resume to continue it)")

@@ -47,8 +47,16 @@ class ClassificationModule(TaskModule):
         return {"logits": self.head(pooled)}
 
     def loss(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(out["logits"].float(), batch["labels"], ignore_index=-100,
-                               label_smoothing=self.label_smoothing)
+        """Cross-entropy with the gold labels; with teachers' soft targets in the batch (training under
+        --teachers), alpha x cross-entropy with those + (1 - alpha) x the gold one. Against soft targets the
+        cross-entropy differs from the KL divergence only by the targets' own entropy, a constant."""
+        logits = out["logits"].float()
+        gold = F.cross_entropy(logits, batch["labels"], ignore_index=-100, label_smoothing=self.label_smoothing)
+        soft = batch.get("soft_targets")
+        if soft is None:
+            return gold
+        alpha = self.opts.distill_alpha
+        return alpha * F.cross_entropy(logits, soft.to(logits.device)) + (1 - alpha) * gold
 
     def update_metrics(self, stage: str, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> None:
         keep = batch["labels"] != -100

@@ -40,6 +40,7 @@ from lightft.train.distributed import (build_strategy, check_nodes, children_see
                                       parent_resumed, prepared_by_parent, rank_zero_first)
 from lightft.train.ema import WeightEMA
 from lightft.train.mixed import BF16Mixed
+from lightft.train.teachers import attach_teacher_targets, teacher_paths
 from lightft.train.signals import (SignalWatch, Signalled, StopOnSignal, TrainingStopped, requeue_job,
                                    requeue_signal_of, requeued_restart, resume_command, slurm_job_id)
 from lightft.train.registry import get_task
@@ -201,7 +202,8 @@ def train(task: str, opts: Options, inputs: Sequence[Optional[str]] = ()) -> dic
                 if owner:
                     run_dir = held.enter_context(claim(run_dir, "--out"))
                     opts = plan_run(opts, run_dir, [opts.model, base_dir, opts.train, opts.val, *inputs,
-                                                    *chain_inputs(opts.init), *chain_inputs(opts.model)])
+                                                    *chain_inputs(opts.init), *chain_inputs(opts.model),
+                                                    *teacher_paths(opts, task)])
                     shared.resume = opts.resume
                 elif parent_resumed() or shared.resume:
                     opts = dataclasses.replace(opts, resume=True, overwrite=False)
@@ -218,6 +220,9 @@ def train(task: str, opts: Options, inputs: Sequence[Optional[str]] = ()) -> dic
                     if shared.first:
                         dm.prepare_data()
                     dm.setup("fit")
+                if opts.teachers:
+                    with clock.phase("teachers"):
+                        attach_teacher_targets(dm, task, opts)
                 check_positions(base_dir, opts, dm)
                 with clock.phase("load"):
                     module = build_module(task, base_dir, opts, dm.task_args())

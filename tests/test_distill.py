@@ -1,0 +1,125 @@
+"""Knowledge distillation (--teachers): soft targets are the teachers' own predictions, the loss mixes them
+with the gold labels as documented, alpha 0 trains exactly as without teachers, and bad input is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from lightft.options import Options
+from supervised_utils import SENTIMENT, run_cli, tiny_bert_dir, write_lines
+
+TRAIN = ["--epochs", "1", "--batch-size", "4", "--no-progress", "--full", "--lr", "1e-3", "--threads", "1"]
+
+
+@pytest.fixture
+def setup(tmp_path, capsys):
+    """A tiny model, a labelled file and one trained teacher run."""
+    model = tiny_bert_dir(tmp_path / "m")
+    data = write_lines(tmp_path / "d.jsonl", [{"text": t, "label": y} for t, y in SENTIMENT * 2])
+    teacher = tmp_path / "teacher"
+    code, _, err = run_cli(["train", "classify", "--model", model, "--train", data, "--val", data, "--out", teacher,
+                            "--seed", "3", *TRAIN], capsys)
+    assert code == 0, err
+    return tmp_path, model, data, teacher
+
+
+def test_loss_mixes_soft_and_gold_targets(hf_folder):
+    """alpha x CE(teachers' probabilities) + (1 - alpha) x CE(gold); batches without soft targets (validation)
+    get the plain gold loss."""
+    from lightft.checkpoint import load_model
+    from lightft.tasks.classify import ClassificationModule
+
+    _, folder = hf_folder("bert")
+    module = ClassificationModule(load_model(folder), Options(distill_alpha=0.3, classifier_dropout=0.0),
+                                  label_names=["a", "b", "c"])
+    logits = torch.randn(4, 3)
+    labels = torch.tensor([0, 2, 1, 1])
+    soft = torch.softmax(torch.randn(4, 3), -1)
+    out = {"logits": logits}
+    expected = 0.3 * -(soft * logits.log_softmax(-1)).sum(-1).mean() + 0.7 * F.cross_entropy(logits, labels)
+    torch.testing.assert_close(module.loss({"labels": labels, "soft_targets": soft}, out), expected)
+    torch.testing.assert_close(module.loss({"labels": labels}, out), F.cross_entropy(logits, labels))
+
+
+def test_soft_targets_are_the_teachers_averaged_predictions(setup, capsys):
+    """Each training example carries the mean of the teachers' `lightft predict` probabilities for its line."""
+    from lightft.data.classify import ClassificationDataModule
+    from lightft.tokenizer import load_tokenizer
+    from lightft.train.teachers import attach_teacher_targets
+
+    tmp_path, model, data, teacher = setup
+    second = tmp_path / "teacher2"
+    code, _, err = run_cli(["train", "classify", "--model", model, "--train", data, "--val", data, "--out", second,
+                            "--seed", "4", *TRAIN], capsys)
+    assert code == 0, err
+    preds = []
+    for run in (teacher, second):
+        code, out, err = run_cli(["predict", "classify", "--model", run, "--data", data], capsys)
+        assert code == 0, err
+        preds.append({r["line"]: r["probabilities"] for r in map(json.loads, out.splitlines())})
+    opts = Options(train=str(data), teachers=f"{teacher},{second}", threads=1, precision="32-true")
+    dm = ClassificationDataModule(load_tokenizer(model), opts, train_file=str(data), val_file=str(data))
+    dm.setup("fit")
+    attach_teacher_targets(dm, "classify", opts)
+    assert dm.label_names == ["neg", "pos"]
+    for e in dm.datasets["train"]:
+        want = [(preds[0][e["line"]][n] + preds[1][e["line"]][n]) / 2 for n in dm.label_names]
+        assert e["soft_targets"] == pytest.approx(want, abs=2e-6)
+    batch = dm.collate(dm.datasets["train"][:3])
+    assert batch["soft_targets"].shape == (3, 2)
+    assert "soft_targets" not in dm.collate(dm.datasets["val"][:3])  # validation stays on the gold labels
+
+
+def test_alpha_zero_trains_as_without_teachers(setup, capsys):
+    """--distill-alpha 0 multiplies the soft term by zero: the same weights as a run without --teachers."""
+    tmp_path, model, data, teacher = setup
+    common = ["train", "classify", "--model", model, "--train", data, "--val", data, *TRAIN]
+    code, _, err = run_cli([*common, "--out", tmp_path / "plain"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*common, "--out", tmp_path / "a0", "--teachers", teacher, "--distill-alpha", "0"], capsys)
+    assert code == 0, err
+    assert "[distill] teacher" in err
+    plain, a0 = load_file(str(tmp_path / "plain" / "weights.safetensors")), \
+        load_file(str(tmp_path / "a0" / "weights.safetensors"))
+    assert plain.keys() == a0.keys()
+    for k in plain:
+        torch.testing.assert_close(plain[k], a0[k], rtol=0, atol=0)
+    code, _, err = run_cli([*common, "--out", tmp_path / "a1", "--teachers", teacher, "--distill-alpha", "1"], capsys)
+    assert code == 0, err
+    a1 = load_file(str(tmp_path / "a1" / "weights.safetensors"))
+    assert any(not torch.equal(plain[k], a1[k]) for k in plain)  # the teacher's targets did change training
+    info = json.loads((tmp_path / "a1" / "run.json").read_text())
+    assert info["options"]["teachers"] == str(teacher) and info["options"]["distill_alpha"] == 1.0
+    assert "teachers" in json.loads((tmp_path / "a1" / "metrics.json").read_text())["time_split"]
+
+
+@pytest.mark.parametrize("case", ["alpha_alone", "not_a_run", "other_labels", "itself", "empty"])
+def test_bad_teacher_options_are_one_line_errors(setup, capsys, case):
+    tmp_path, model, data, teacher = setup
+    out = tmp_path / "student"
+    extra = {"alpha_alone": ["--distill-alpha", "0.7"],
+             "not_a_run": ["--teachers", str(tmp_path)],
+             "other_labels": ["--teachers", str(teacher)],
+             "itself": ["--teachers", str(teacher), "--overwrite"],
+             "empty": ["--teachers", ","]}[case]
+    train = data
+    if case == "other_labels":
+        train = write_lines(tmp_path / "three.jsonl", [{"text": t, "label": y if i % 3 else "mixed"}
+                                                        for i, (t, y) in enumerate(SENTIMENT)])
+    if case == "itself":
+        out = teacher
+    code, _, err = run_cli(["train", "classify", "--model", model, "--train", train, "--val", train, "--out", out,
+                            *TRAIN, *extra], capsys)
+    assert code != 0
+    message = err.strip().splitlines()[-1]
+    assert "Traceback" not in err
+    assert {"alpha_alone": "--distill-alpha has no effect without --teachers",
+            "not_a_run": "not a trained run folder",
+            "other_labels": "a teacher must predict the same labels",
+            "itself": "is the --out run",
+            "empty": "--teachers is empty"}[case] in message, message
