@@ -123,3 +123,33 @@ def test_bad_teacher_options_are_one_line_errors(setup, capsys, case):
             "other_labels": "a teacher must predict the same labels",
             "itself": "is the --out run",
             "empty": "--teachers is empty"}[case] in message, message
+
+
+def test_a_decoder_with_its_own_tokenizer_can_teach_an_encoder(setup, capsys):
+    """Each teacher reads the text with its own tokenizer: a tiny Llama (characters) teaches the tiny BERT
+    (word pieces), and the student's targets are the decoder's own predictions."""
+    from tiny_decoder import tiny_decoder
+
+    tmp_path, model, data, _ = setup
+    decoder = tiny_decoder(tmp_path, "llama")
+    teacher = tmp_path / "llama-teacher"
+    code, _, err = run_cli(["train", "classify", "--model", decoder, "--train", data, "--val", data, "--out", teacher,
+                            *TRAIN], capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["predict", "classify", "--model", teacher, "--data", data], capsys)
+    assert code == 0, err
+    want = {r["line"]: r["probabilities"] for r in map(json.loads, out.splitlines())}
+
+    from lightft.data.classify import ClassificationDataModule
+    from lightft.tokenizer import load_tokenizer
+    from lightft.train.teachers import attach_teacher_targets
+
+    opts = Options(train=str(data), teachers=str(teacher), threads=1, precision="32-true")
+    dm = ClassificationDataModule(load_tokenizer(model), opts, train_file=str(data), val_file=str(data))
+    dm.setup("fit")
+    attach_teacher_targets(dm, "classify", opts)
+    for e in dm.datasets["train"]:
+        assert e["soft_targets"] == pytest.approx([want[e["line"]][n] for n in dm.label_names], abs=1e-6)
+    code, _, err = run_cli(["train", "classify", "--model", model, "--train", data, "--val", data, "--out",
+                            tmp_path / "student", "--teachers", teacher, *TRAIN], capsys)
+    assert code == 0, err
