@@ -153,3 +153,12 @@ def test_a_decoder_with_its_own_tokenizer_can_teach_an_encoder(setup, capsys):
     code, _, err = run_cli(["train", "classify", "--model", model, "--train", data, "--val", data, "--out",
                             tmp_path / "student", "--teachers", teacher, *TRAIN], capsys)
     assert code == 0, err
+
+
+def test_limit_train_without_val_file(setup, capsys):
+    """--limit-train with a validation split held out of --train: the kept examples are not the file's first
+    lines, so every record gets its teachers' prediction."""
+    tmp_path, model, data, teacher = setup
+    code, _, err = run_cli(["train", "classify", "--model", model, "--train", data, "--val-fraction", "0.25",
+                            "--limit-train", "5", "--out", tmp_path / "student", "--teachers", teacher, *TRAIN], capsys)
+    assert code == 0, err

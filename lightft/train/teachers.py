@@ -58,9 +58,11 @@ def teacher_probabilities(path: str, task: str, train_file: str, opts: Options,
     if names is None or sorted(names) != sorted(label_names):
         raise LightftError(f"--teachers {path}: its labels ({', '.join(map(str, names or []))}) are not the "
                            f"training data's ({', '.join(label_names)}); a teacher must predict the same labels")
-    # The teacher reads the text as it was trained to (its max length, columns, template); the records the
-    # student keeps (--limit-train) are the first ones of the file, so the teacher needs no more than those.
-    read = dataclasses.replace(eval_options(run_opts, opts, progress=False), limit_val=opts.limit_train,
+    # The teacher reads the text as it was trained to (its max length, template). With --val, the records the
+    # student keeps (--limit-train) are the first ones of the file, so the teacher needs no more than those;
+    # a validation split held out of --train is drawn from all of it (TaskDataModule.build_limit).
+    limit = opts.limit_train if opts.val is not None else None
+    read = dataclasses.replace(eval_options(run_opts, opts, progress=False), limit_val=limit,
                                text_column=opts.text_column, pair_column=opts.pair_column,
                                label_column=opts.label_column)
     spec = get_task(task)
