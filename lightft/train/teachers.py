@@ -51,7 +51,8 @@ def teacher_paths(opts: Options, task: str) -> list[str]:
 
 def teacher_probabilities(path: str, task: str, train_file: str, opts: Options,
                           label_names: list[str]) -> Targets:
-    """One teacher's probabilities for every record of `train_file`, keyed by line, in `label_names` order."""
+    """One teacher's probabilities for every record of `train_file`, keyed by line, in `label_names` order
+    (the task's `predict_records`, so the same values as `lightft predict` writes: 6 decimals)."""
     module, tokenizer, run_opts = module_for(task, path, opts)
     assert module is not None  # teacher_paths checked that it has a trained head
     names = module.task_state().get("label_names")
