@@ -427,4 +427,7 @@ def read_config_file(path: Union[str, os.PathLike]) -> dict[str, Any]:
     for key in ("train", "val", "model", "out", "init"):  # relative paths are relative to the config file
         if isinstance(data.get(key), str) and not os.path.isabs(data[key]):
             data[key] = str(base / data[key])
+    if isinstance(data.get("teachers"), str):  # a comma list of run folders, each relative to the file too
+        data["teachers"] = ",".join(t if os.path.isabs(t) else str(base / t)
+                                    for t in (t.strip() for t in data["teachers"].split(",")) if t)
     return data

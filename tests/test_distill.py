@@ -162,3 +162,14 @@ def test_limit_train_without_val_file(setup, capsys):
     code, _, err = run_cli(["train", "classify", "--model", model, "--train", data, "--val-fraction", "0.25",
                             "--limit-train", "5", "--out", tmp_path / "student", "--teachers", teacher, *TRAIN], capsys)
     assert code == 0, err
+
+
+def test_config_file_teachers_are_relative_to_the_file(tmp_path):
+    """Like --train or --init in a config file, each teacher run is found relative to the file, not the shell."""
+    from lightft.options import read_config_file
+
+    (tmp_path / "recipes").mkdir()
+    cfg = tmp_path / "recipes" / "student.toml"
+    cfg.write_text(f'teachers = "runs/a, {tmp_path}/b"\ndistill_alpha = 0.7\n')
+    data = read_config_file(cfg)
+    assert data["teachers"] == f"{tmp_path}/recipes/runs/a,{tmp_path}/b" and data["distill_alpha"] == 0.7
