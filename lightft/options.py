@@ -176,6 +176,11 @@ class HeadOptions(OptionGroup):
                                  ge=0, lt=1)
 
 
+def comma_list(text: Optional[str]) -> list[str]:
+    """The non-empty, stripped items of a comma list option (e.g. --teachers a,b)."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
 @dataclass
 class DistillOptions(OptionGroup):
     """Knowledge distillation: the student learns the teachers' averaged probabilities beside the gold labels."""
@@ -428,6 +433,5 @@ def read_config_file(path: Union[str, os.PathLike]) -> dict[str, Any]:
         if isinstance(data.get(key), str) and not os.path.isabs(data[key]):
             data[key] = str(base / data[key])
     if isinstance(data.get("teachers"), str):  # a comma list of run folders, each relative to the file too
-        data["teachers"] = ",".join(t if os.path.isabs(t) else str(base / t)
-                                    for t in (t.strip() for t in data["teachers"].split(",")) if t)
+        data["teachers"] = ",".join(t if os.path.isabs(t) else str(base / t) for t in comma_list(data["teachers"]))
     return data

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from lightft.checkpoint import read_json, write_atomic_safetensors
 from lightft.errors import LightftError
-from lightft.options import DistillOptions, LoraOptions, Options, flag, resume_must_match
+from lightft.options import DistillOptions, LoraOptions, Options, comma_list, flag, resume_must_match
 from lightft.runs.checkpoint_file import LAST, load_checkpoint_file
 from lightft.runs.safe_output import check_folder_target, say
 
@@ -80,7 +80,7 @@ def check_not_itself(opts: Options) -> None:
     """--model or --init naming the --out run would make the run start from itself (a loop in its record)."""
     out = os.path.realpath(opts.out)
     for name, value in [("model", opts.model), ("init", opts.init),
-                        *[("teachers", t.strip()) for t in (opts.teachers or "").split(",")]]:
+                        *[("teachers", t) for t in comma_list(opts.teachers)]]:
         if value and os.path.realpath(value) == out:
             raise LightftError(f"{flag(name)} {value} is the --out run: a run cannot start from itself; choose "
                                "another --out (or drop --overwrite and add --resume to continue it)")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from lightft.errors import LightftError
-from lightft.options import Options
+from lightft.options import Options, comma_list
 from lightft.precision import device_type
 from lightft.runs.folder import is_run_dir
 from lightft.task_heads import read_task_head
@@ -37,7 +37,7 @@ Targets = dict[int, list[float]]  # file line -> probability per label, in the s
 
 def teacher_paths(opts: Options, task: str) -> list[str]:
     """The --teachers list, each entry checked to be a trained run or an export with a head."""
-    paths = [p.strip() for p in (opts.teachers or "").split(",") if p.strip()]
+    paths = comma_list(opts.teachers)
     if paths and not hasattr(get_task(task).datamodule, "set_soft_targets"):
         raise LightftError(f"teachers: distillation is implemented for classify, not {task}; drop the key")
     if opts.teachers is not None and not paths:
