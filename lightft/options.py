@@ -194,6 +194,11 @@ class DistillOptions(OptionGroup):
     distill_alpha: float = opt(0.5, "With --teachers: the training loss is alpha x cross-entropy with the "
                                "teachers' probabilities + (1 - alpha) x cross-entropy with the gold labels.",
                                resume=True, ge=0, le=1)
+    distill_temperature: float = opt(1.0, "With --teachers: soften both sides of the soft term by T: the "
+                                     "targets become p^(1/T) renormalised (the teachers' averaged probabilities), "
+                                     "the student's softmax(logits / T), and the term is scaled by T^2 so its "
+                                     "gradient keeps its size (Hinton et al.); 1 is plain cross-entropy.",
+                                     resume=True, gt=0)
 
 
 @dataclass

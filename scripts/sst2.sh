@@ -15,11 +15,11 @@ S=$(split_dir sst2)
 MODEL=$MINILM; [[ $MODE == smollm2 ]] && MODEL=$SMOLLM2
 DISTILL=()
 if [[ $MODE == distill ]]; then
-  TEACHER_ARGS=()  # the extra flags, less the student's own --distill-alpha
+  TEACHER_ARGS=()  # the extra flags, less the student's own --distill-alpha / --distill-temperature
   while [[ $# -gt 0 ]]; do
     case $1 in
-      --distill-alpha) DISTILL+=("$1" "$2"); shift 2 ;;
-      --distill-alpha=*) DISTILL+=("$1"); shift ;;
+      --distill-*=*) DISTILL+=("$1"); shift ;;
+      --distill-*) DISTILL+=("$1" "$2"); shift 2 ;;
       *) TEACHER_ARGS+=("$1"); shift ;;
     esac
   done

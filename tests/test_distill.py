@@ -46,6 +46,22 @@ def test_loss_mixes_soft_and_gold_targets(hf_folder):
     torch.testing.assert_close(module.loss({"labels": labels}, out), F.cross_entropy(logits, labels))
 
 
+def test_temperature_softens_both_sides_and_scales_by_its_square():
+    """--distill-temperature T: targets p^(1/T) renormalised, student softmax(logits / T), the term times T^2;
+    for one teacher the softened targets equal softmax(teacher logits / T); T = 1 is the plain cross-entropy."""
+    from lightft.tasks.classify import soft_cross_entropy
+
+    logits, teacher_logits = torch.randn(5, 3), torch.randn(5, 3)
+    p = teacher_logits.softmax(-1)
+    t = 2.5
+    expected = t * t * -((teacher_logits / t).softmax(-1) * (logits / t).log_softmax(-1)).sum(-1).mean()
+    torch.testing.assert_close(soft_cross_entropy(logits, p, t), expected)
+    torch.testing.assert_close(soft_cross_entropy(logits, p, 1.0), -(p * logits.log_softmax(-1)).sum(-1).mean())
+    # A target of exactly 0 (a rounded probability) stays finite: it is floored at the stored resolution.
+    hard = torch.tensor([[1.0, 0.0, 0.0]])
+    assert torch.isfinite(soft_cross_entropy(torch.randn(1, 3), hard, 3.0))
+
+
 def test_soft_targets_are_the_teachers_averaged_predictions(setup, capsys):
     """Each training example carries the mean of the teachers' `lightft predict` probabilities for its line."""
     from lightft.data.classify import ClassificationDataModule
@@ -98,11 +114,14 @@ def test_alpha_zero_trains_as_without_teachers(setup, capsys):
     assert "teachers" in json.loads((tmp_path / "a1" / "metrics.json").read_text())["time_split"]
 
 
-@pytest.mark.parametrize("case", ["alpha_alone", "not_a_run", "other_labels", "itself", "empty"])
+@pytest.mark.parametrize("case", ["alpha_alone", "temperature_alone", "temperature_zero", "not_a_run",
+                                  "other_labels", "itself", "empty"])
 def test_bad_teacher_options_are_one_line_errors(setup, capsys, case):
     tmp_path, model, data, teacher = setup
     out = tmp_path / "student"
     extra = {"alpha_alone": ["--distill-alpha", "0.7"],
+             "temperature_alone": ["--distill-temperature", "2"],
+             "temperature_zero": ["--teachers", str(teacher), "--distill-temperature", "0"],
              "not_a_run": ["--teachers", str(tmp_path)],
              "other_labels": ["--teachers", str(teacher)],
              "itself": ["--teachers", str(teacher), "--overwrite"],
@@ -119,6 +138,8 @@ def test_bad_teacher_options_are_one_line_errors(setup, capsys, case):
     message = err.strip().splitlines()[-1]
     assert "Traceback" not in err
     assert {"alpha_alone": "--distill-alpha has no effect without --teachers",
+            "temperature_alone": "--distill-temperature has no effect without --teachers",
+            "temperature_zero": "--distill-temperature",
             "not_a_run": "not a trained run folder",
             "other_labels": "a teacher must predict the same labels",
             "itself": "is the --out run",

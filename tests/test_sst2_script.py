@@ -24,7 +24,8 @@ def test_sst2_script_refuses_to_replace_a_run(tmp_path):
 
 def test_sst2_distill_trains_three_teachers_then_the_student(tmp_path):
     """`scripts/sst2.sh distill`: teachers of seeds 100 x SEED + 1..3 beside OUT, then the student learning from
-    them; the student's own flags (--distill-alpha) stay off the teacher runs, the others reach every run."""
+    them; the student's own flags (--distill-alpha, --distill-temperature) stay off the teacher runs, the others
+    reach every run."""
     from supervised_utils import SENTIMENT, tiny_bert_dir, write_lines
 
     model = tiny_bert_dir(tmp_path / "model")
@@ -38,7 +39,7 @@ def test_sst2_distill_trains_three_teachers_then_the_student(tmp_path):
     env = {**os.environ, "OUT": str(out), "PYTHONPATH": str(REPO), "SPLITS": str(tmp_path / "splits"),
            "MINILM": str(model), "SEED": "2", "THREADS": "1", "LIGHTFT_CACHE": str(tmp_path / "cache")}
     res = subprocess.run(["bash", str(REPO / "scripts" / "sst2.sh"), "distill", "--epochs", "1", "--batch-size", "4",
-                          "--distill-alpha", "0.7"], env=env, capture_output=True, text=True, timeout=300)
+                          "--distill-alpha", "0.7", "--distill-temperature=2"], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     teachers = [tmp_path / "student.teachers" / f"seed{s}" for s in (201, 202, 203)]
     for t in teachers:
@@ -46,4 +47,5 @@ def test_sst2_distill_trains_three_teachers_then_the_student(tmp_path):
         assert (t / "metrics.json").is_file() and opts["teachers"] is None and opts["epochs"] == 1
     opts = json.loads((out / "run.json").read_text())["options"]
     assert opts["teachers"] == ",".join(map(str, teachers)) and opts["distill_alpha"] == 0.7
+    assert opts["distill_temperature"] == 2.0
     assert (out / "metrics.json").is_file()

@@ -68,9 +68,12 @@ def check_train_options(opts: Options) -> None:
         if given:
             raise LightftError(f"{flag(given[0])} has no effect with --full (it sets up LoRA); "
                                "drop it, or train with --lora")
-    if opts.teachers is None and opts.distill_alpha != DistillOptions.distill_alpha:
-        raise LightftError("--distill-alpha has no effect without --teachers (the trained runs to learn from); "
-                           "add --teachers, or drop --distill-alpha")
+    if opts.teachers is None:
+        given = [f.name for f in DistillOptions.own_fields()
+                 if f.name != "teachers" and getattr(opts, f.name) != f.default]
+        if given:
+            raise LightftError(f"{flag(given[0])} has no effect without --teachers (the trained runs to learn "
+                               f"from); add --teachers, or drop {flag(given[0])}")
     if opts.allow_data_change and not opts.resume:
         raise LightftError("--allow-data-change only applies with --resume (a new run reads its data as it is)")
     check_not_itself(opts)

@@ -14,6 +14,19 @@ from lightft.tasks.heads import LinearHead, pool
 from lightft.tasks.module import TaskModule
 
 
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Cross-entropy of softmax(logits / T) against the target distribution softened by the same T, times T^2.
+
+    The targets arrive as probabilities (the teachers' average), so softening works on their logarithms:
+    softmax(log p / T) is p^(1/T) renormalised, what softmax(teacher logits / T) gives for one teacher. The T^2
+    factor keeps the soft term's gradient on the scale of the gold term's as T grows. Probabilities are floored
+    at 1e-6 (the resolution they are stored at) before the logarithm."""
+    if temperature != 1.0:
+        targets = (targets.clamp_min(1e-6).log() / temperature).softmax(-1)  # (B, labels)
+        return temperature ** 2 * F.cross_entropy(logits / temperature, targets)
+    return F.cross_entropy(logits, targets)
+
+
 class ClassificationModule(TaskModule):
     task = "classify"
     monitor, monitor_mode = "val_accuracy", "max"
@@ -55,8 +68,8 @@ class ClassificationModule(TaskModule):
         soft = batch.get("soft_targets")
         if soft is None:
             return gold
-        alpha = self.opts.distill_alpha
-        return alpha * F.cross_entropy(logits, soft.to(logits.device)) + (1 - alpha) * gold
+        alpha, t = self.opts.distill_alpha, self.opts.distill_temperature
+        return alpha * soft_cross_entropy(logits, soft.to(logits.device), t) + (1 - alpha) * gold
 
     def update_metrics(self, stage: str, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> None:
         keep = batch["labels"] != -100
