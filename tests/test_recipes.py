@@ -91,17 +91,25 @@ def test_recipe_builds(recipe, models, tmp_path):
     assert not {"model", "train", "val", "out", "seed"} & set(settings)  # the script passes those
     model = models["decoder" if task in ("lm", "instruct") or "smollm2" in recipe else "encoder"]
     data = tiny_files(task, tmp_path)
-    opts = Options.from_dict({**settings, "model": str(model), "train": str(data), "val": str(data),
+    # A distillation recipe's script passes --teachers (runs it trains first); here they are named only, and
+    # the batch gets uniform soft targets in their place, so the TOML's own loss settings are exercised.
+    distill = "distill_alpha" in settings
+    teachers = {"teachers": str(tmp_path / "teacher")} if distill else {}
+    opts = Options.from_dict({**settings, **teachers, "model": str(model), "train": str(data), "val": str(data),
                               "out": str(tmp_path / "run"), "cache": False}, recipe)
     check_train_options(opts)
     tokenizer = load_tokenizer(model)
     dm = get_task(task).datamodule(tokenizer, opts, train_file=opts.train, val_file=opts.val)
     dm.prepare_data()
     dm.setup("fit")
+    if distill:
+        n = len(dm.label_names)
+        dm.set_soft_targets({e["line"]: [1 / n] * n for e in dm.datasets["train"]})
     module = build_module(task, str(model), opts, dm.task_args())
     batch = next(iter(dm.train_dataloader()))
     loss = module.loss(batch, module(batch))
     assert math.isfinite(float(loss.detach()))
+    assert ("soft_targets" in batch) == distill
 
 
 def test_fewshot_recipe_runs_through_its_config(models, tmp_path, capsys):
