@@ -53,6 +53,13 @@ class OptionGroup:
         return [f for f in fields(cls) if f.name in names]
 
     @classmethod
+    def changed(cls, opts: "OptionGroup", but: tuple[str, ...] = ()) -> list[str]:
+        """This group's own options that `opts` sets away from their defaults (less those in `but`): what a
+        check names when the group as a whole has no effect (LoRA settings with --full, distillation settings
+        without --teachers)."""
+        return [f.name for f in cls.own_fields() if f.name not in but and getattr(opts, f.name) != f.default]
+
+    @classmethod
     def of(cls: type[G], opts: "OptionGroup") -> G:
         """This group's typed sub-config, read from a flat `Options` (or any object with the fields)."""
         return cls(**{f.name: getattr(opts, f.name) for f in fields(cls)})

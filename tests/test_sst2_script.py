@@ -39,7 +39,8 @@ def test_sst2_distill_trains_three_teachers_then_the_student(tmp_path):
     env = {**os.environ, "OUT": str(out), "PYTHONPATH": str(REPO), "SPLITS": str(tmp_path / "splits"),
            "MINILM": str(model), "SEED": "2", "THREADS": "1", "LIGHTFT_CACHE": str(tmp_path / "cache")}
     res = subprocess.run(["bash", str(REPO / "scripts" / "sst2.sh"), "distill", "--epochs", "1", "--batch-size", "4",
-                          "--distill-alpha", "0.7", "--distill-temperature=2"], env=env, capture_output=True, text=True, timeout=300)
+                          "--distill-alpha", "0.7", "--distill-temperature=2"],
+                         env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     teachers = [tmp_path / "student.teachers" / f"seed{s}" for s in (201, 202, 203)]
     for t in teachers:

@@ -64,13 +64,12 @@ def check_train_options(opts: Options) -> None:
     if opts.dora and opts.freeze == "backbone":
         raise LightftError("--dora trains LoRA layers, but --freeze backbone trains the head only: drop one of them")
     if not opts.lora:
-        given = [f.name for f in LoraOptions.own_fields() if getattr(opts, f.name) != f.default]
+        given = LoraOptions.changed(opts)
         if given:
             raise LightftError(f"{flag(given[0])} has no effect with --full (it sets up LoRA); "
                                "drop it, or train with --lora")
     if opts.teachers is None:
-        given = [f.name for f in DistillOptions.own_fields()
-                 if f.name != "teachers" and getattr(opts, f.name) != f.default]
+        given = DistillOptions.changed(opts, but=("teachers",))
         if given:
             raise LightftError(f"{flag(given[0])} has no effect without --teachers (the trained runs to learn "
                                f"from); add --teachers, or drop {flag(given[0])}")
