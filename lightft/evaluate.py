@@ -41,6 +41,13 @@ def evaluate(task: str, model: str, data: str, opts: Options) -> dict[str, float
 
 
 def predict(task: str, model: str, data: str, opts: Options) -> list[dict[str, Any]]:
+    return predict_with_data(task, model, data, opts)[0]
+
+
+def predict_with_data(task: str, model: str, data: str, opts: Options,
+                      labelled: bool = False) -> tuple[list[dict[str, Any]], Any]:
+    """`predict`'s records and the DataModule that read `data` (its examples carry each record's line and
+    gold label). `labelled`: refuse a file with no labels, as evaluation does (lightft/ensemble.py scores them)."""
     spec = get_task(task)
     use_threads(opts)
     module, tokenizer, run_opts = module_for(task, model, opts)
@@ -49,7 +56,7 @@ def predict(task: str, model: str, data: str, opts: Options) -> list[dict[str, A
     eval_opts = eval_options(run_opts, opts, progress=False)
     dm = spec.datamodule(tokenizer, eval_opts, eval_file=data, **spec.datamodule.eval_args(module.task_state()))
     dm.prepare_data()
-    dm.setup("predict")
+    dm.setup("test" if labelled else "predict")
     trainer = make_trainer(eval_opts, None, module.monitor, module.monitor_mode, for_training=False)
     batches = trainer.predict(module, datamodule=dm)
-    return [rec for batch in batches for rec in batch]
+    return [rec for batch in batches for rec in batch], dm

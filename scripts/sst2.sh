@@ -5,7 +5,11 @@
 # scripts/sst2-smollm2.toml (SmolLM2-135M + LoRA; about 4x the time of full) or scripts/sst2-distill.toml
 # (MiniLM distilled from three MiniLM teachers: full runs of seeds 100 x SEED + 1..3, trained first into
 # OUT.teachers/; about 4x the time of full, one MiniLM-sized model at the end).
-#   scripts/sst2.sh [full|lora|smollm2|distill] [more lightft train flags]   (env: scripts/recipe_env.sh; OUT=<run folder>)
+# `ensemble`: the smollm2 and full recipes, both of seed SEED, trained into OUT/smollm2 and OUT/minilm, then
+# scored together (`lightft eval classify --model A,B`: their probabilities averaged) into OUT/metrics.json;
+# about 5x the time of full, and both models at inference.
+#   scripts/sst2.sh [full|lora|smollm2|distill|ensemble] [more lightft train flags]
+#   (env: scripts/recipe_env.sh; OUT=<run folder>)
 # An existing OUT is never replaced silently: OVERWRITE=1 replaces it (and says so).
 MODE=${1:-full}; [[ $# -gt 0 ]] && shift
 source "$(dirname "$0")/recipe_env.sh"
@@ -13,6 +17,19 @@ OUT=${OUT:-runs/sst2-$MODE-seed$SEED}
 guard_out "$OUT" "$MODE"
 S=$(split_dir sst2)
 MODEL=$MINILM; [[ $MODE == smollm2 ]] && MODEL=$SMOLLM2
+if [[ $MODE == ensemble ]]; then
+  mkdir -p "$OUT"
+  rm -f "$OUT/metrics.json"  # OUT is new, or OVERWRITE=1 asked to replace it
+  NAMES=(smollm2 minilm); CONFIGS=(sst2-smollm2 sst2-full); MODELS=("$SMOLLM2" "$MINILM")  # as the modes
+  for i in 0 1; do                                                                        # smollm2 and full
+    python -m lightft train classify --config "scripts/${CONFIGS[i]}.toml" --model "${MODELS[i]}" \
+      --train "$S/train.jsonl" --val "$S/validation.jsonl" --out "$OUT/${NAMES[i]}" --overwrite --seed "$SEED" \
+      --threads "$THREADS" ${ENCODER_PRECISION[@]+"${ENCODER_PRECISION[@]}"} "$@"
+  done
+  python -m lightft eval classify --model "$OUT/smollm2,$OUT/minilm" --data "$S/validation.jsonl" \
+    --metrics-out "$OUT/metrics.json" --threads "$THREADS"
+  exit 0
+fi
 DISTILL=()
 if [[ $MODE == distill ]]; then
   TEACHER_ARGS=()  # the extra flags, less the student's own --distill-alpha / --distill-temperature

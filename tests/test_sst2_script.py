@@ -50,3 +50,32 @@ def test_sst2_distill_trains_three_teachers_then_the_student(tmp_path):
     assert opts["teachers"] == ",".join(map(str, teachers)) and opts["distill_alpha"] == 0.7
     assert opts["distill_temperature"] == 2.0
     assert (out / "metrics.json").is_file()
+
+
+def test_sst2_ensemble_trains_both_members_then_scores_them_together(tmp_path):
+    """`scripts/sst2.sh ensemble`: the smollm2 and full recipes of seed SEED into OUT/smollm2 and OUT/minilm,
+    then `lightft eval classify --model OUT/smollm2,OUT/minilm` into OUT/metrics.json and stdout; the extra
+    flags reach both runs."""
+    from supervised_utils import SENTIMENT, tiny_bert_dir, write_lines
+    from tiny_decoder import tiny_decoder
+
+    split = tmp_path / "splits" / "sst2"
+    split.mkdir(parents=True)
+    rows = [{"text": t, "label": y} for t, y in SENTIMENT]
+    write_lines(split / "train.jsonl", rows * 2)
+    write_lines(split / "validation.jsonl", rows)
+    (split / "manifest.json").write_text(json.dumps({"seed": 0}))
+    out = tmp_path / "ens"
+    env = {**os.environ, "OUT": str(out), "PYTHONPATH": str(REPO), "SPLITS": str(tmp_path / "splits"),
+           "MINILM": str(tiny_bert_dir(tmp_path / "bert")), "SMOLLM2": str(tiny_decoder(tmp_path, "llama")),
+           "SEED": "5", "THREADS": "1", "LIGHTFT_CACHE": str(tmp_path / "cache")}
+    res = subprocess.run(["bash", str(REPO / "scripts" / "sst2.sh"), "ensemble", "--epochs", "1", "--batch-size", "4"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for name, lora in (("smollm2", True), ("minilm", False)):
+        opts = json.loads((out / name / "run.json").read_text())["options"]
+        assert opts["seed"] == 5 and opts["epochs"] == 1 and opts["lora"] is lora
+        assert (out / name / "metrics.json").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(metrics) == {"loss", "accuracy", "macro_f1"}

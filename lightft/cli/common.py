@@ -46,3 +46,15 @@ def resolve_model(model: Optional[str]) -> str:
     from lightft.named_models import resolve_model as resolve
 
     return resolve(model, say=lambda line: click.echo(line, err=True), progress=progress_line("[convert] tensors"))
+
+
+def model_members(model: str) -> list[str]:
+    """`--model A,B` (an ensemble of runs, lightft/ensemble.py) -> [A, B]; one run -> [it]. A path that
+    exists as written is one model, commas and all."""
+    from pathlib import Path
+
+    from lightft.options import comma_list
+
+    if "," not in model or Path(model).exists():
+        return [model]
+    return comma_list(model)

@@ -11,7 +11,7 @@ from typing import Optional
 
 import click
 
-from lightft.cli.common import resolve_model
+from lightft.cli.common import model_members, resolve_model
 from lightft.cli.options import eval_command_options, per_task_group, resolve_options
 
 # Tasks whose head is trained from scratch: scoring a base model on them measures an untrained head.
@@ -30,22 +30,35 @@ def make_command(task: str) -> click.Command:
       lightft eval {task} --model runs/{task} --data test-file --metrics-out test_metrics.json{baseline}
     """)
     @eval_command_options(task, "Run folder, or an export of one (`lightft export`)"
-                          + ("." if task in TRAINED_HEAD_TASKS else "; or a model folder or name."),
+                          + ("." if task in TRAINED_HEAD_TASKS else "; or a model folder or name.")
+                          + (" Several, comma-separated: an ensemble (their probabilities averaged)."
+                             if task == "classify" else ""),
                           "Data file to evaluate on.", "--metrics-out", "Also write the JSON metrics to this file.")
     def command(model: str, data: str, metrics_out: str | None, untrained_head: bool = False, **values) -> None:
         from lightft.named_models import check_model_value
 
-        check_model_value(model)  # a typo in --model is reported before torch's import
+        members = model_members(model)
+        for member in members:
+            check_model_value(member)  # a typo in --model is reported before torch's import
+        from lightft.errors import LightftError
         from lightft.runs.load import chain_inputs
         from lightft.runs.safe_output import check_output_file, write_output_file
 
-        out = check_output_file(metrics_out, "--metrics-out", [data, model, *chain_inputs(model)])  # before any work
-        model = resolve_model(model)
-        check_model_head(task, model, untrained_head)
-        opts = resolve_options(values, model=model)
-        from lightft.evaluate import evaluate  # after the checks: a wrong --model fails before Lightning's imports
+        inputs = [data, *members, *[path for m in members for path in chain_inputs(m)]]
+        out = check_output_file(metrics_out, "--metrics-out", inputs)  # before any work
+        if untrained_head and len(members) > 1:
+            raise LightftError(f"--untrained-head scores one base model; --model {model} names {len(members)}")
+        members = [resolve_model(m) for m in members]
+        for member in members:
+            check_model_head(task, member, untrained_head)
+        opts = resolve_options(values, model=members[0])
+        from lightft.ensemble import evaluate_ensemble  # after the checks: a wrong --model fails before Lightning
+        from lightft.evaluate import evaluate
 
-        metrics = evaluate(task, model, data, opts)
+        if len(members) > 1:
+            metrics = evaluate_ensemble(task, members, data, opts)
+        else:
+            metrics = evaluate(task, members[0], data, opts)
         text = json.dumps(metrics)
         if out is not None:
             write_output_file(out, text + "\n", "--metrics-out")

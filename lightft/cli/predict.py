@@ -6,7 +6,7 @@ import json
 
 import click
 
-from lightft.cli.common import resolve_model
+from lightft.cli.common import model_members, resolve_model
 from lightft.cli.evaluate import check_model_head
 from lightft.cli.options import eval_command_options, per_task_group, resolve_options
 
@@ -28,18 +28,27 @@ def make_command(task: str) -> click.Command:
       lightft predict {task} --model runs/{task} --data records > predictions.jsonl
       lightft predict {task} --model runs/{task} --data records --output predictions.jsonl
     """)
-    @eval_command_options(task, "Run folder made by `lightft train`, or an export of one.",
+    @eval_command_options(task, "Run folder made by `lightft train`, or an export of one."
+                          + (" Several, comma-separated: an ensemble (their probabilities averaged)."
+                             if task == "classify" else ""),
                           "Data file to predict on.", "--output", "Write JSONL here instead of stdout.")
     def command(model: str, data: str, output: str | None, **values) -> None:
+        from lightft.ensemble import predict_ensemble
         from lightft.evaluate import predict
         from lightft.runs.load import chain_inputs
         from lightft.runs.safe_output import check_output_file, write_output_file
 
-        out = check_output_file(output, "--output", [data, model, *chain_inputs(model)])  # before any work
-        model = resolve_model(model)
-        check_model_head(task, model, untrained_head=None)
-        opts = resolve_options(values, model=model)
-        records = predict(task, model, data, opts)
+        members = model_members(model)
+        inputs = [data, *members, *[path for m in members for path in chain_inputs(m)]]
+        out = check_output_file(output, "--output", inputs)  # before any work
+        members = [resolve_model(m) for m in members]
+        for member in members:
+            check_model_head(task, member, untrained_head=None)
+        opts = resolve_options(values, model=members[0])
+        if len(members) > 1:
+            records = predict_ensemble(task, members, data, opts)
+        else:
+            records = predict(task, members[0], data, opts)
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         if out is not None:
             write_output_file(out, lines, "--output")
