@@ -68,7 +68,7 @@ def test_ensemble_averages_the_members_predictions(members, capsys):
                                                    "--threads", "1", "--no-progress"], capsys)[1]))
 
 
-@pytest.mark.parametrize("case", ["other_labels", "not_classify", "untrained_head", "typo"])
+@pytest.mark.parametrize("case", ["other_labels", "not_classify", "untrained_head", "typo", "base_member"])
 def test_bad_ensembles_are_one_line_errors(members, capsys, case):
     tmp_path, data, runs = members
     model, command, extra = f"{runs[0]},{runs[1]}", ["eval", "classify"], []
@@ -86,6 +86,8 @@ def test_bad_ensembles_are_one_line_errors(members, capsys, case):
         extra = ["--untrained-head"]
     if case == "typo":
         model = f"{runs[0]},{tmp_path / 'nosuch'}"
+    if case == "base_member":
+        model = f"{runs[0]},{tmp_path / 'm'}"
     code, _, err = run_cli([*command, "--model", model, "--data", data, "--threads", "1", *extra], capsys)
     assert code != 0
     assert "Traceback" not in err
@@ -93,4 +95,7 @@ def test_bad_ensembles_are_one_line_errors(members, capsys, case):
     assert {"other_labels": "every member of an ensemble must predict the same labels",
             "not_classify": "ensembles (several runs, comma-separated) are implemented for classify, not ner",
             "untrained_head": "--untrained-head scores one base model",
-            "typo": "nosuch: model folder not found"}[case] in message, message
+            "typo": "nosuch: model folder not found",
+            "base_member": "a base model has no trained classify head; give a run folder (lightft train classify ... "
+                           "--out RUN) or an export of one"}[case] in message, message
+    assert "--untrained-head" not in message or case == "untrained_head"

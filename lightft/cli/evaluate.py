@@ -49,8 +49,8 @@ def make_command(task: str) -> click.Command:
         if untrained_head and len(members) > 1:
             raise LightftError(f"--untrained-head scores one base model; --model {model} names {len(members)}")
         members = [resolve_model(m) for m in members]
-        for member in members:
-            check_model_head(task, member, untrained_head)
+        for member in members:  # an ensemble member needs a trained head (no --untrained-head hint)
+            check_model_head(task, member, untrained_head if len(members) == 1 else None)
         opts = resolve_options(values, model=members[0])
         from lightft.ensemble import evaluate_ensemble  # after the checks: a wrong --model fails before Lightning
         from lightft.evaluate import evaluate
