@@ -2,6 +2,7 @@
 
 A base model has no trained classify / ner / qa head: evaluating one is refused unless
 `--untrained-head` asks for that figure explicitly (a "before" baseline with a fresh head).
+For classify, `--model A,B` scores several trained runs as one ensemble (lightft/ensemble.py).
 """
 
 from __future__ import annotations

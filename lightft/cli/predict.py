@@ -1,4 +1,5 @@
-"""`lightft predict TASK`: JSONL predictions of a trained run (or an export of one) on a data file."""
+"""`lightft predict TASK`: JSONL predictions of a trained run (or an export of one) on a data file; for
+classify, `--model A,B` predicts with several runs as one ensemble (lightft/ensemble.py)."""
 
 from __future__ import annotations
 
