@@ -9,7 +9,7 @@ confident member and a cautious one count on one scale (distillation's teachers 
 lightft/train/teachers.py).
 
 Why: models that learned differently make different mistakes. On SST-2's honest split the SmolLM2
-recipe alone scores 0.913 and MiniLM's 0.908, the two averaged 0.930 (four seeds; benchmarks/RESULTS.md,
+recipe alone scores 0.911 and MiniLM's 0.907, the two averaged 0.929 (five seeds; benchmarks/RESULTS.md,
 session 18), for the price of running both at inference.
 """
 

@@ -7,7 +7,7 @@
 # OUT.teachers/; about 4x the time of full, one MiniLM-sized model at the end).
 # `ensemble`: the smollm2 and full recipes, both of seed SEED, trained into OUT/smollm2 and OUT/minilm, then
 # scored together (`lightft eval classify --model A,B`: their probabilities averaged) into OUT/metrics.json;
-# about 4.5x the time of full (619 s for the whole script, idle 2-core EPYC), and both models at inference.
+# about 4.5x the time of full (619-687 s for the whole script, idle 2-core EPYC), and both models at inference.
 #   scripts/sst2.sh [full|lora|smollm2|distill|ensemble] [more lightft train flags]
 #   (env: scripts/recipe_env.sh; OUT=<run folder>)
 # An existing OUT is never replaced silently: OVERWRITE=1 replaces it (and says so).
