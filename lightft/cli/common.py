@@ -58,3 +58,11 @@ def model_members(model: str) -> list[str]:
     if "," not in model or Path(model).exists():
         return [model]
     return comma_list(model)
+
+
+def output_guarded_inputs(data: str, members: list[str]) -> list[str]:
+    """What an output file must never replace: the data file, each --model and every folder its weights are
+    read from (lightft/runs/load.py `chain_inputs`)."""
+    from lightft.runs.load import chain_inputs
+
+    return [data, *members, *[path for m in members for path in chain_inputs(m)]]

@@ -12,7 +12,7 @@ from typing import Optional
 
 import click
 
-from lightft.cli.common import model_members, resolve_model
+from lightft.cli.common import model_members, output_guarded_inputs, resolve_model
 from lightft.cli.options import eval_command_options, per_task_group, resolve_options
 
 # Tasks whose head is trained from scratch: scoring a base model on them measures an untrained head.
@@ -42,11 +42,9 @@ def make_command(task: str) -> click.Command:
         for member in members:
             check_model_value(member)  # a typo in --model is reported before torch's import
         from lightft.errors import LightftError
-        from lightft.runs.load import chain_inputs
         from lightft.runs.safe_output import check_output_file, write_output_file
 
-        inputs = [data, *members, *[path for m in members for path in chain_inputs(m)]]
-        out = check_output_file(metrics_out, "--metrics-out", inputs)  # before any work
+        out = check_output_file(metrics_out, "--metrics-out", output_guarded_inputs(data, members))  # before any work
         if untrained_head and len(members) > 1:
             raise LightftError(f"--untrained-head scores one base model; --model {model} names {len(members)}")
         members = [resolve_model(m) for m in members]

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from lightft.cli.common import model_members, resolve_model
+from lightft.cli.common import model_members, output_guarded_inputs, resolve_model
 from lightft.cli.evaluate import check_model_head
 from lightft.cli.options import eval_command_options, per_task_group, resolve_options
 
@@ -36,12 +36,10 @@ def make_command(task: str) -> click.Command:
     def command(model: str, data: str, output: str | None, **values) -> None:
         from lightft.ensemble import predict_ensemble
         from lightft.evaluate import predict
-        from lightft.runs.load import chain_inputs
         from lightft.runs.safe_output import check_output_file, write_output_file
 
         members = model_members(model)
-        inputs = [data, *members, *[path for m in members for path in chain_inputs(m)]]
-        out = check_output_file(output, "--output", inputs)  # before any work
+        out = check_output_file(output, "--output", output_guarded_inputs(data, members))  # before any work
         members = [resolve_model(m) for m in members]
         for member in members:
             check_model_head(task, member, untrained_head=None)

@@ -20,7 +20,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -29,10 +29,11 @@ from lightft.options import Options, comma_list
 from lightft.precision import device_type
 from lightft.runs.folder import is_run_dir
 from lightft.task_heads import read_task_head
+from lightft.train.averaging import ByLine, average_by_line
 from lightft.train.registry import get_task
 from lightft.train.trained import eval_options, module_for
 
-Targets = dict[int, list[float]]  # file line -> probability per label, in the student's label order
+Targets = ByLine  # file line -> probability per label, in the student's label order
 
 
 def teacher_paths(opts: Options, task: str) -> list[str]:
@@ -86,20 +87,18 @@ def teacher_probabilities(path: str, task: str, train_file: str, opts: Options,
 
 def teacher_targets(task: str, train_file: str, opts: Options, label_names: list[str]) -> Targets:
     """The teachers' probabilities averaged record by record (see the module docstring)."""
-    paths = teacher_paths(opts, task)
-    total: Targets = {}
-    for path in paths:
-        start = time.perf_counter()
-        probs = teacher_probabilities(path, task, train_file, opts, label_names)
-        if total and probs.keys() != total.keys():
-            raise LightftError(f"--teachers {path}: predicted {len(probs)} records of {train_file}, the teachers "
-                               f"before it {len(total)}; each teacher must read every record (drop --overlong drop "
-                               "from the teacher runs)")
-        for line, p in probs.items():
-            total[line] = [a + b for a, b in zip(total.get(line, [0.0] * len(p)), p)]
-        print(f"[distill] teacher {path}: {len(probs)} records in {time.perf_counter() - start:.1f} s",
-              file=sys.stderr)
-    return {line: [x / len(paths) for x in p] for line, p in total.items()}
+
+    def each_teacher() -> Iterator[tuple[str, Targets]]:
+        for path in teacher_paths(opts, task):
+            start = time.perf_counter()
+            probs = teacher_probabilities(path, task, train_file, opts, label_names)
+            yield path, probs  # averaged (and checked against the teachers before it) before the line below
+            print(f"[distill] teacher {path}: {len(probs)} records in {time.perf_counter() - start:.1f} s",
+                  file=sys.stderr)
+
+    return average_by_line(each_teacher(), lambda path, n, before: (
+        f"--teachers {path}: predicted {n} records of {train_file}, the teachers before it {before}; each teacher "
+        "must read every record (drop --overlong drop from the teacher runs)"))
 
 
 def attach_teacher_targets(dm: Any, task: str, opts: Options) -> None:
