@@ -9,6 +9,21 @@ import subprocess
 from tests.tiny_run import REPO
 
 
+def tiny_sst2_env(tmp_path, out, **models) -> dict[str, str]:
+    """A carved-looking SST-2 split of the shipped test sentences under tmp_path/splits, and the recipe's
+    environment around it: OUT, the split, the models (MINILM=..., SMOLLM2=...), one thread, a private cache."""
+    from supervised_utils import SENTIMENT, write_lines
+
+    split = tmp_path / "splits" / "sst2"
+    split.mkdir(parents=True)
+    rows = [{"text": t, "label": y} for t, y in SENTIMENT]
+    write_lines(split / "train.jsonl", rows * 2)
+    write_lines(split / "validation.jsonl", rows)
+    (split / "manifest.json").write_text(json.dumps({"seed": 0}))
+    return {**os.environ, "OUT": str(out), "PYTHONPATH": str(REPO), "SPLITS": str(tmp_path / "splits"),
+            "THREADS": "1", "LIGHTFT_CACHE": str(tmp_path / "cache"), **{k: str(v) for k, v in models.items()}}
+
+
 def test_sst2_script_refuses_to_replace_a_run(tmp_path):
     out = tmp_path / "runs" / "sst2-full"
     out.mkdir(parents=True)
@@ -26,18 +41,10 @@ def test_sst2_distill_trains_three_teachers_then_the_student(tmp_path):
     """`scripts/sst2.sh distill`: teachers of seeds 100 x SEED + 1..3 beside OUT, then the student learning from
     them; the student's own flags (--distill-alpha, --distill-temperature) stay off the teacher runs, the others
     reach every run."""
-    from supervised_utils import SENTIMENT, tiny_bert_dir, write_lines
+    from supervised_utils import tiny_bert_dir
 
-    model = tiny_bert_dir(tmp_path / "model")
-    split = tmp_path / "splits" / "sst2"
-    split.mkdir(parents=True)
-    rows = [{"text": t, "label": y} for t, y in SENTIMENT]
-    write_lines(split / "train.jsonl", rows * 2)
-    write_lines(split / "validation.jsonl", rows)
-    (split / "manifest.json").write_text(json.dumps({"seed": 0}))
     out = tmp_path / "student"
-    env = {**os.environ, "OUT": str(out), "PYTHONPATH": str(REPO), "SPLITS": str(tmp_path / "splits"),
-           "MINILM": str(model), "SEED": "2", "THREADS": "1", "LIGHTFT_CACHE": str(tmp_path / "cache")}
+    env = {**tiny_sst2_env(tmp_path, out, MINILM=tiny_bert_dir(tmp_path / "model")), "SEED": "2"}
     res = subprocess.run(["bash", str(REPO / "scripts" / "sst2.sh"), "distill", "--epochs", "1", "--batch-size", "4",
                           "--distill-alpha", "0.7", "--distill-temperature=2"],
                          env=env, capture_output=True, text=True, timeout=300)
@@ -56,19 +63,12 @@ def test_sst2_ensemble_trains_both_members_then_scores_them_together(tmp_path):
     """`scripts/sst2.sh ensemble`: the smollm2 and full recipes of seed SEED into OUT/smollm2 and OUT/minilm,
     then `lightft eval classify --model OUT/smollm2,OUT/minilm` into OUT/metrics.json and stdout; the extra
     flags reach both runs."""
-    from supervised_utils import SENTIMENT, tiny_bert_dir, write_lines
+    from supervised_utils import tiny_bert_dir
     from tiny_decoder import tiny_decoder
 
-    split = tmp_path / "splits" / "sst2"
-    split.mkdir(parents=True)
-    rows = [{"text": t, "label": y} for t, y in SENTIMENT]
-    write_lines(split / "train.jsonl", rows * 2)
-    write_lines(split / "validation.jsonl", rows)
-    (split / "manifest.json").write_text(json.dumps({"seed": 0}))
     out = tmp_path / "ens"
-    env = {**os.environ, "OUT": str(out), "PYTHONPATH": str(REPO), "SPLITS": str(tmp_path / "splits"),
-           "MINILM": str(tiny_bert_dir(tmp_path / "bert")), "SMOLLM2": str(tiny_decoder(tmp_path, "llama")),
-           "SEED": "5", "THREADS": "1", "LIGHTFT_CACHE": str(tmp_path / "cache")}
+    env = {**tiny_sst2_env(tmp_path, out, MINILM=tiny_bert_dir(tmp_path / "bert"),
+                           SMOLLM2=tiny_decoder(tmp_path, "llama")), "SEED": "5"}
     res = subprocess.run(["bash", str(REPO / "scripts" / "sst2.sh"), "ensemble", "--epochs", "1", "--batch-size", "4"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
