@@ -18,6 +18,14 @@ guard_out "$OUT" "$MODE"
 S=$(split_dir sst2)
 MODEL=$MINILM; [[ $MODE == smollm2 ]] && MODEL=$SMOLLM2
 if [[ $MODE == ensemble ]]; then
+  # OVERWRITE=1 replaces an ensemble folder's own parts; anything else in OUT (a run folder, say) would be mixed in
+  OTHER=$(find "$OUT" -mindepth 1 -maxdepth 1 ! -name smollm2 ! -name minilm ! -name metrics.json -print -quit \
+    2>/dev/null || true)
+  if [[ -n $OTHER ]]; then
+    echo "$RECIPE: $OUT holds $(basename "$OTHER"), so it is not an ensemble folder (smollm2/, minilm/, metrics.json);" \
+      "OUT=other/folder" >&2
+    exit 1
+  fi
   mkdir -p "$OUT"
   rm -f "$OUT/metrics.json"  # OUT is new, or OVERWRITE=1 asked to replace it
   NAMES=(smollm2 minilm); CONFIGS=(sst2-smollm2 sst2-full); MODELS=("$SMOLLM2" "$MINILM")  # as the modes

@@ -79,3 +79,19 @@ def test_sst2_ensemble_trains_both_members_then_scores_them_together(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(res.stdout.strip().splitlines()[-1])
     assert set(metrics) == {"loss", "accuracy", "macro_f1"}
+
+
+def test_sst2_ensemble_never_mixes_into_another_folder(tmp_path):
+    """OVERWRITE=1 replaces an ensemble folder's parts, not a folder of something else: an OUT holding other
+    files (here a run's) is refused, naming what it holds, and left as it was."""
+    out = tmp_path / "runs" / "other"
+    out.mkdir(parents=True)
+    (out / "run.json").write_text("{}")
+    env = {**tiny_sst2_env(tmp_path, out), "OVERWRITE": "1"}
+    res = subprocess.run(["bash", str(REPO / "scripts" / "sst2.sh"), "ensemble"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"scripts/sst2.sh: {out} holds run.json, so it is not an ensemble folder (smollm2/, minilm/, "
+        "metrics.json); OUT=other/folder")
+    assert sorted(q.name for q in out.iterdir()) == ["run.json"]
